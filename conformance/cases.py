@@ -1,0 +1,188 @@
+"""Architecture cases: ``fixtures/architectures.toml`` turned into tiny random blocks, models and inputs.
+
+Nothing here reaches a model hub: every block and model is built from a config on the CPU and given random
+weights (``randomise_``), because transformers creates fused expert weights with ``torch.empty`` and zeroes
+routing biases, which would leave routing trivial and the checks toothless.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["ArchCase", "load_cases", "randomise_", "FIXTURES_FILE", "Shape", "SHAPES"]
+
+FIXTURES_FILE = Path(os.environ.get("MOE_CONFORMANCE_FIXTURES", Path(__file__).resolve().parent.parent / "fixtures" / "architectures.toml"))
+
+Shape = tuple[int, int]
+# (batch, sequence): batch > 1 with an odd length, a single token, batch 1, and a longer batch so that
+# most experts get routed tokens while some still do not.
+SHAPES: tuple[Shape, ...] = ((2, 5), (1, 1), (1, 7), (3, 4))
+
+
+@dataclass(frozen=True)
+class ArchCase:
+    """One MoE block class of one architecture, as the fixtures describe it."""
+
+    model_type: str
+    block: str
+    module: str
+    config_class: str
+    model_class: str | None
+    config: dict[str, Any]
+    model_config: dict[str, Any]
+    experts: int
+    projections: int
+    variants: dict[str, dict[str, Any]]
+    knobs: dict[str, list[Any]]
+    skip: dict[str, str] = field(default_factory=dict)
+    xfail: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.model_type
+
+    # -- the installed transformers ----------------------------------------------------------------------------
+
+    @cached_property
+    def _modeling(self):
+        try:
+            return importlib.import_module(f"transformers.models.{self.module}")
+        except ModuleNotFoundError:
+            return None
+
+    def absent_reason(self) -> str | None:
+        """Why this architecture cannot be checked with the installed transformers, or None."""
+        import transformers
+
+        if self._modeling is None or not hasattr(self._modeling, self.block):
+            return f"{self.model_type}: {self.block} is not in the installed transformers {transformers.__version__}"
+        return None
+
+    @property
+    def block_class(self) -> type[nn.Module]:
+        reason = self.absent_reason()
+        if reason:
+            raise LookupError(reason + "; install a transformers version that has it, or deselect it with -k")
+        return getattr(self._modeling, self.block)
+
+    def _config_class(self):
+        package = importlib.import_module(f"transformers.models.{self.module.split('.')[0]}")
+        return getattr(package, self.config_class, None) or getattr(self._modeling, self.config_class)
+
+    # -- building ----------------------------------------------------------------------------------------------
+
+    def make_config(self, overrides: dict[str, Any] | None = None, whole_model: bool = False):
+        kwargs = dict(self.config)
+        if whole_model:
+            kwargs.update(self.model_config)
+        kwargs.update(overrides or {})
+        config = self._config_class()(**kwargs)
+        # Standalone v5 blocks otherwise warn and fall back to eager anyway; whole models keep their default
+        # (grouped_mm) so that the whole_model check sees what users run.
+        if not whole_model:
+            config._experts_implementation = "eager"
+        return config
+
+    def make_block(self, overrides: dict[str, Any] | None = None, seed: int = 0, dtype=torch.float32):
+        """A block with random weights, and its config."""
+        config = self.make_config(overrides)
+        block_cls = self.block_class
+        kwargs = {}
+        if "layer_idx" in inspect.signature(block_cls.__init__).parameters:
+            kwargs["layer_idx"] = 1
+        block = block_cls(config, **kwargs)
+        randomise_(block, seed)
+        return block.to(dtype).eval(), config
+
+    def make_model(self, seed: int = 0, dtype=torch.float32):
+        """A whole causal LM (dense layers beside MoE ones) with random weights, and its config."""
+        config = self.make_config(whole_model=True)
+        package = importlib.import_module(f"transformers.models.{self.module.split('.')[0]}")
+        model = getattr(package, self.model_class)(config)
+        randomise_(model, seed, buffers_in=lambda m: type(m).__name__ == self.block)
+        return model.to(dtype).eval(), config
+
+    def make_inputs(self, shape: Shape, seed: int, dtype=torch.float32) -> tuple[tuple, dict]:
+        generator = torch.Generator().manual_seed(seed)
+        hidden = torch.randn(*shape, self.config["hidden_size"], generator=generator).to(dtype)
+        return (hidden,), {}
+
+    def variant_overrides(self, variant: str) -> dict[str, Any]:
+        return dict(self.variants[variant])
+
+
+def randomise_(module: nn.Module, seed: int, buffers_in=None) -> nn.Module:
+    """Give every floating parameter (and the floating buffers of the modules ``buffers_in`` selects, default
+    all) random values so that routing is non-trivial: matrices N(0, 0.2); 1-D ``weight`` (norm scales)
+    1 + N(0, 0.1); other vectors (biases, routing correction biases) N(0, 0.3)."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors = list(module.named_parameters())
+    for name, sub in module.named_modules():
+        if buffers_in is None or buffers_in(sub):
+            tensors += [(f"{name}.{b}", t) for b, t in sub.named_buffers(recurse=False)]
+    with torch.no_grad():
+        for name, tensor in tensors:
+            if not tensor.is_floating_point():
+                continue
+            noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float32)
+            if tensor.dim() >= 2:
+                value = 0.2 * noise
+            elif name.endswith("weight"):
+                value = 1.0 + 0.1 * noise
+            else:
+                value = 0.3 * noise
+            tensor.copy_(value)
+    return module
+
+
+def load_cases(path: Path = FIXTURES_FILE) -> list[ArchCase]:
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    presets = data.get("presets", {})
+    cases = []
+    for model_type, entry in data["architectures"].items():
+        config: dict[str, Any] = {}
+        for preset in entry.get("presets", []):
+            config.update(presets[preset])
+        config.update(entry.get("config", {}))
+        variants = entry.get("variants", {"default": {}})
+        if isinstance(variants, str):
+            variants = data["variant_sets"][variants]
+        knobs = entry.get("knobs", {})
+        if isinstance(knobs, str):
+            knobs = data["knob_sets"][knobs]
+        if "default" not in variants:
+            raise ValueError(f"{path}: {model_type} has no 'default' variant")
+        cases.append(
+            ArchCase(
+                model_type=model_type,
+                block=entry["block"],
+                module=entry["module"],
+                config_class=entry["config_class"],
+                model_class=entry.get("model_class"),
+                config=config,
+                model_config=entry.get("model_config", {}),
+                experts=entry["experts"],
+                projections=entry["projections"],
+                variants=variants,
+                knobs=knobs,
+                skip=entry.get("skip", {}),
+                xfail=entry.get("xfail", {}),
+            )
+        )
+    return cases

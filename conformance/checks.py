@@ -1,0 +1,637 @@
+"""The conformance checks: plain functions, usable outside pytest (like ``torch.library.opcheck``).
+
+Each ``check_*`` function builds tiny random blocks for one architecture case, runs the implementation under
+test, and raises ``ConformanceFailure`` with a message naming architecture, variant, mode, dtype, shape and the
+offending expert or value; it returns ``None`` when the wrapper conforms. ``run_checks`` runs them all and
+returns one named result per check. ``CHECKS`` declares, per check, the modes and dtypes it runs under and
+whether it runs for every routing variant; the pytest layer parametrises from it.
+
+Everything a check compares against comes from the *original* block, observed with hooks; nothing is taken
+from the implementation under test (the expected weight slices are computed here, independently of any
+unpacking code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cases import SHAPES, ArchCase, Shape
+from .impl import ConstructionError, Implementation
+
+__all__ = [
+    "CHECKS",
+    "CheckResult",
+    "ConformanceFailure",
+    "MODES",
+    "TOLERANCE",
+    "compare_outputs",
+    "run_checks",
+]
+
+MODES = {"all_experts": True, "routed": False}  # mode name -> calibrate_all_experts
+
+# Largest |got - want| allowed, relative to max |want| (the output's own scale). An expert run on all tokens and
+# then gathered differs from the same expert run on the routed rows by float rounding only (~1e-7 relative in
+# float32), so 1e-5 leaves two orders of margin for that and still fails a 1e-4 drift. bfloat16 keeps 8 bits
+# of mantissa (ulp 2^-8 relative): 2e-2 allows a few ulps of re-ordered accumulation and nothing more.
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
+
+
+class ConformanceFailure(AssertionError):
+    """A wrapper does not conform; the message says where and how."""
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _label(case: ArchCase, variant: str, mode: str | None, dtype: torch.dtype, shape: Shape | None = None) -> str:
+    parts = [f"variant={variant}"]
+    if mode:
+        parts.append(f"mode={mode}")
+    parts.append(f"dtype={_dtype_name(dtype)}")
+    if shape is not None:
+        parts.append(f"shape={tuple(shape)}")
+    return f"{case.model_type} [{' '.join(parts)}]"
+
+
+def _seed(*parts: Any) -> int:
+    return zlib.crc32("/".join(map(str, parts)).encode())
+
+
+def _fail(label: str, message: str) -> ConformanceFailure:
+    return ConformanceFailure(f"{label}: {message}")
+
+
+def _wrap(impl: Implementation, block: nn.Module, config: Any, calibrate_all: bool, label: str) -> nn.Module:
+    try:
+        return impl.wrap(block, config, calibrate_all)
+    except (LookupError, ConstructionError) as exc:
+        raise _fail(label, str(exc)) from None
+
+
+def _call(module: nn.Module, args: tuple, kwargs: dict, label: str, what: str):
+    try:
+        with torch.no_grad():
+            return module(*args, **kwargs)
+    except Exception as exc:
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise _fail(
+            label, f"{what} raised {type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
+        ) from exc
+
+
+def compare_outputs(got: Any, want: Any, label: str, path: str = "output") -> None:
+    """Same structure (tensor / tuple / list), dtype and shape; values within ``TOLERANCE`` of the reference's
+    own scale. Raises ``ConformanceFailure`` naming the element and the worst value."""
+    if isinstance(want, torch.Tensor):
+        if not isinstance(got, torch.Tensor):
+            raise _fail(label, f"{path}: expected a tensor, got {type(got).__name__}")
+        if got.shape != want.shape:
+            raise _fail(label, f"{path}: shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+        if got.dtype != want.dtype:
+            raise _fail(label, f"{path}: dtype {_dtype_name(got.dtype)}, expected {_dtype_name(want.dtype)}")
+        if not want.is_floating_point():
+            if not torch.equal(got, want):
+                raise _fail(label, f"{path}: integer values differ")
+            return
+        finite = torch.isfinite(want)
+        if not torch.equal(torch.isfinite(got), finite):
+            raise _fail(label, f"{path}: non-finite values where the original has finite ones (or the reverse)")
+        g, w = got.detach().double()[finite], want.detach().double()[finite]
+        if w.numel() == 0:
+            return
+        scale = w.abs().max().item() or 1.0
+        err = (g - w).abs()
+        worst = err.argmax()
+        relative = err[worst].item() / scale
+        tolerance = TOLERANCE.get(want.dtype, 1e-5)
+        if not relative <= tolerance:
+            flat = int(torch.nonzero(finite.flatten())[worst])
+            index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), want.shape))
+            raise _fail(
+                label,
+                f"{path}: max error {relative:.3g} of the output's scale {scale:.3g} exceeds {tolerance:g} "
+                f"(at {index}: got {g[worst].item():.6g}, expected {w[worst].item():.6g})",
+            )
+        return
+    if isinstance(want, (tuple, list)):
+        if type(got) is not type(want) and not (isinstance(got, tuple) and isinstance(want, tuple)):
+            raise _fail(label, f"{path}: expected a {type(want).__name__} of {len(want)}, got {type(got).__name__}")
+        if len(got) != len(want):
+            raise _fail(label, f"{path}: expected {len(want)} elements, got {len(got)}")
+        for i, (g, w) in enumerate(zip(got, want)):
+            compare_outputs(g, w, label, f"{path}[{i}]")
+        return
+    if got != want:
+        raise _fail(label, f"{path}: {got!r}, expected {want!r}")
+
+
+# -- observing the original and the wrapper -----------------------------------------------------------------
+
+
+@dataclass
+class Routing:
+    """What the original block did: the token rows its experts consume, and which tokens went to which expert."""
+
+    tokens: torch.Tensor  # [T, H] expert-input rows
+    routed: list[list[int]]  # per expert, the token indices routed to it (sorted)
+
+
+def _is_fused(experts: nn.Module) -> bool:
+    down = getattr(experts, "down_proj", None)
+    return isinstance(down, torch.Tensor) and down.dim() == 3
+
+
+def _row_indices(rows: torch.Tensor, tokens: torch.Tensor) -> list[int | None]:
+    """For each row, the index of the token it is an exact copy of (None if none)."""
+    if rows.numel() == 0:
+        return []
+    equal = (rows[:, None, :] == tokens[None, :, :]).all(dim=-1)
+    found = equal.any(dim=1)
+    first = equal.float().argmax(dim=1)
+    return [int(i) if ok else None for i, ok in zip(first.tolist(), found.tolist())]
+
+
+def observe_original(case: ArchCase, block: nn.Module, args: tuple, kwargs: dict, label: str) -> tuple[Any, Routing]:
+    """Run the original block once; return its output and its routing, observed through hooks."""
+    experts = getattr(block, "experts", None)
+    captured: dict[str, Any] = {}
+    handles = []
+    if experts is not None and _is_fused(experts):
+        def grab(module, hook_args):
+            captured["tokens"], captured["index"] = hook_args[0].detach(), hook_args[1].detach()
+
+        handles.append(experts.register_forward_pre_hook(grab))
+    elif isinstance(experts, (nn.ModuleList, nn.ModuleDict)):
+        members = list(experts.values() if isinstance(experts, nn.ModuleDict) else experts)
+        captured["rows"] = {i: [] for i in range(len(members))}
+
+        def make_grab(i):
+            def grab(module, hook_args):
+                captured["rows"][i].append(hook_args[0].detach().reshape(-1, hook_args[0].shape[-1]))
+
+            return grab
+
+        handles += [m.register_forward_pre_hook(make_grab(i)) for i, m in enumerate(members)]
+    else:
+        raise _fail(label, f"cannot observe the original {case.block}: its experts are {type(experts).__name__}")
+    try:
+        out = _call(block, args, kwargs, label, f"the original {case.block}")
+    finally:
+        for h in handles:
+            h.remove()
+    if "index" in captured:
+        tokens, index = captured["tokens"], captured["index"]
+        routed = [sorted(set(torch.nonzero((index == e).any(dim=-1)).flatten().tolist())) for e in range(case.experts)]
+    else:
+        tokens = args[0].detach().reshape(-1, args[0].shape[-1])
+        routed = []
+        for i in range(case.experts):
+            rows = torch.cat(captured["rows"][i]) if captured["rows"][i] else tokens[:0]
+            routed.append(sorted(t for t in _row_indices(rows, tokens) if t is not None))
+    return out, Routing(tokens, routed)
+
+
+def expert_modules(wrapper: nn.Module, case: ArchCase, label: str) -> list[nn.Module]:
+    """The wrapper's per-expert modules: ``wrapper.experts`` must be indexable, one module per routed expert."""
+    experts = getattr(wrapper, "experts", None)
+    if experts is None:
+        raise _fail(label, f"{type(wrapper).__name__} has no 'experts' attribute holding per-expert modules")
+    if isinstance(experts, nn.ModuleDict):
+        members = list(experts.values())
+    else:
+        try:
+            members = [experts[i] for i in range(len(experts))]
+        except TypeError:
+            raise _fail(
+                label, f"{type(wrapper).__name__}.experts is a {type(experts).__name__}, not per-expert modules "
+                "(fused experts must be unpacked into one module of nn.Linear per expert)"
+            ) from None
+    members = [m for m in members if any(isinstance(x, nn.Linear) for x in m.modules())]
+    if len(members) != case.experts:
+        raise _fail(label, f"{type(wrapper).__name__}.experts exposes {len(members)} experts with nn.Linear, expected {case.experts}")
+    return members
+
+
+@contextlib.contextmanager
+def record_linear_inputs(experts: Sequence[nn.Module]) -> Iterator[list[dict[str, list[torch.Tensor]]]]:
+    """Per expert, per Linear name: the input rows each call received."""
+    seen: list[dict[str, list[torch.Tensor]]] = [{} for _ in experts]
+    handles = []
+    for i, expert in enumerate(experts):
+        for name, module in expert.named_modules():
+            if isinstance(module, nn.Linear):
+                seen[i][name] = []
+
+                def grab(mod, hook_args, _calls=seen[i][name]):
+                    _calls.append(hook_args[0].detach().reshape(-1, hook_args[0].shape[-1]))
+
+                handles.append(module.register_forward_pre_hook(grab))
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _fmt(tokens: Sequence[int], limit: int = 8) -> str:
+    tokens = list(tokens)
+    return str(tokens[:limit])[:-1] + (", ...]" if len(tokens) > limit else "]")
+
+
+def _check_observed(seen, routing: Routing, expected: list[list[int]], label: str, what: str) -> None:
+    hidden = routing.tokens.shape[-1]
+    for e, linears in enumerate(seen):
+        want = expected[e]
+        for name, calls in linears.items():
+            rows = torch.cat(calls) if calls else routing.tokens.new_zeros(0, 0)
+            if rows.shape[0] != len(want):
+                raise _fail(
+                    label, f"expert {e} {name} received {rows.shape[0]} token rows, expected {len(want)} ({what})"
+                )
+            if rows.shape[0] == 0 or rows.shape[-1] != hidden:
+                continue  # inner projections: the row count is what can be checked
+            got = _row_indices(rows, routing.tokens)
+            if None in got:
+                raise _fail(label, f"expert {e} {name} received a row that is none of the block's tokens ({what})")
+            if sorted(got) != want:
+                missing = sorted(set(want) - set(got))
+                extra = sorted(set(got) - set(want))
+                raise _fail(
+                    label,
+                    f"expert {e} {name} received tokens {_fmt(sorted(got))}, expected {_fmt(want)} ({what}; "
+                    f"missing {_fmt(missing)}, unexpected or repeated {_fmt(extra or [t for t in got if got.count(t) > 1])})",
+                )
+
+
+# -- the checks ----------------------------------------------------------------------------------------------
+
+
+def check_covered(case: ArchCase, impl: Implementation, **_: Any) -> None:
+    """The implementation has a wrapper for the block class: otherwise calibration is silently skipped."""
+    if impl.wrapper_for(case.block) is None:
+        raise ConformanceFailure(
+            f"{case.model_type}: uncovered: calibration would be silently skipped ({impl.name} has no wrapper "
+            f"registered for {case.block})"
+        )
+
+
+def _per_shape(case, impl, variant, mode, dtype, shapes, body: Callable) -> None:
+    for shape in shapes:
+        seed = _seed(case.model_type, variant, shape)
+        block, config = case.make_block(case.variant_overrides(variant), seed=seed, dtype=dtype)
+        args, kwargs = case.make_inputs(shape, seed + 1, dtype)
+        body(block, config, args, kwargs, _label(case, variant, mode, dtype, shape))
+
+
+def check_all_experts_observed(case, impl, *, variant="default", mode="all_experts", dtype=torch.float32, shapes=SHAPES):
+    """calibrate_all_experts=True: every Linear of every expert receives exactly every token, once."""
+
+    def body(block, config, args, kwargs, label):
+        _, routing = observe_original(case, block, args, kwargs, label)
+        wrapper = _wrap(impl, block, config, True, label)
+        experts = expert_modules(wrapper, case, label)
+        with record_linear_inputs(experts) as seen:
+            _call(wrapper, args, kwargs, label, "the wrapper")
+        every = list(range(routing.tokens.shape[0]))
+        _check_observed(seen, routing, [every] * case.experts, label, "calibrate_all_experts=True: every token, once")
+
+    _per_shape(case, impl, variant, "all_experts", dtype, shapes, body)
+
+
+def check_routed_tokens_only(case, impl, *, variant="default", mode="routed", dtype=torch.float32, shapes=SHAPES):
+    """calibrate_all_experts=False: each expert receives exactly the tokens the original routes to it."""
+
+    def body(block, config, args, kwargs, label):
+        _, routing = observe_original(case, block, args, kwargs, label)
+        wrapper = _wrap(impl, block, config, False, label)
+        experts = expert_modules(wrapper, case, label)
+        with record_linear_inputs(experts) as seen:
+            _call(wrapper, args, kwargs, label, "the wrapper")
+        _check_observed(seen, routing, routing.routed, label, "calibrate_all_experts=False: routed tokens only")
+
+    _per_shape(case, impl, variant, "routed", dtype, shapes, body)
+
+
+def check_output_matches(case, impl, *, variant="default", mode="all_experts", dtype=torch.float32, shapes=SHAPES):
+    """The wrapper's output equals the original block's (computed before wrapping): same structure, dtype,
+    shape, every element (router logits too), within the dtype's tolerance of the output's own scale."""
+
+    def body(block, config, args, kwargs, label):
+        want = _call(block, args, kwargs, label, f"the original {case.block}")
+        wrapper = _wrap(impl, block, config, MODES[mode], label)
+        got = _call(wrapper, args, kwargs, label, "the wrapper")
+        compare_outputs(got, want, label)
+
+    _per_shape(case, impl, variant, mode, dtype, shapes, body)
+
+
+def _expected_expert_tensors(original_experts: nn.Module, e: int) -> dict[str, torch.Tensor]:
+    """Expert ``e``'s weights as per-expert nn.Linear tensors (``[out, in]``), sliced here from the original."""
+    if not _is_fused(original_experts):
+        members = list(original_experts.values()) if isinstance(original_experts, nn.ModuleDict) else original_experts
+        return {k: v.detach() for k, v in members[e].named_parameters()}
+    x = original_experts
+    transposed = getattr(x, "is_transposed", False)
+    has_gate = getattr(x, "has_gate", True)
+    orient = (lambda w: w.transpose(-1, -2)) if transposed else (lambda w: w)
+    out: dict[str, torch.Tensor] = {}
+    first = orient(x.gate_up_proj[e] if has_gate else x.up_proj[e]).detach()
+    first_bias = getattr(x, "gate_up_proj_bias" if has_gate else "up_proj_bias", None)
+    first_bias = first_bias[e].detach() if getattr(x, "has_bias", False) and first_bias is not None else None
+    if has_gate:
+        inter = first.shape[0] // 2
+        if getattr(x, "is_concatenated", True):
+            parts = {"gate_proj": slice(0, inter), "up_proj": slice(inter, None)}
+        else:  # interleaved rows: gate0, up0, gate1, up1, ...
+            parts = {"gate_proj": slice(0, None, 2), "up_proj": slice(1, None, 2)}
+        for name, rows in parts.items():
+            out[f"{name}.weight"] = first[rows]
+            if first_bias is not None:
+                out[f"{name}.bias"] = first_bias[rows]
+    else:
+        out["up_proj.weight"] = first
+        if first_bias is not None:
+            out["up_proj.bias"] = first_bias
+    out["down_proj.weight"] = orient(x.down_proj[e]).detach()
+    down_bias = getattr(x, "down_proj_bias", None)
+    if getattr(x, "has_bias", False) and down_bias is not None:
+        out["down_proj.bias"] = down_bias[e].detach()
+    return out
+
+
+def _count_linears(module: nn.Module, skip: nn.Module | None = None) -> int:
+    excluded = set(map(id, skip.modules())) if skip is not None else set()
+    return sum(isinstance(m, nn.Linear) and id(m) not in excluded for m in module.modules())
+
+
+def check_experts_are_linear(case, impl, *, variant="default", mode="all_experts", dtype=torch.float32, shapes=SHAPES):
+    """Experts are exposed as nn.Linear: experts x projections of them (plus the block's other Linears),
+    in/out features consistent with their weights, each weight a bit-exact slice of the original's."""
+    seed = _seed(case.model_type, variant, "linear")
+    block, config = case.make_block(case.variant_overrides(variant), seed=seed, dtype=dtype)
+    label = _label(case, variant, mode, dtype)
+    wrapper = _wrap(impl, block, config, MODES[mode], label)
+    experts = expert_modules(wrapper, case, label)
+    for e, expert in enumerate(experts):
+        linears = {n: m for n, m in expert.named_modules() if isinstance(m, nn.Linear)}
+        if len(linears) != case.projections:
+            raise _fail(label, f"expert {e} has {len(linears)} nn.Linear ({sorted(linears)}), expected {case.projections}")
+        for name, linear in linears.items():
+            expected = (linear.out_features, linear.in_features)
+            if tuple(linear.weight.shape) != expected:
+                raise _fail(
+                    label, f"expert {e} {name}: weight shape {tuple(linear.weight.shape)} but in_features="
+                    f"{linear.in_features}, out_features={linear.out_features}"
+                )
+            if linear.bias is not None and tuple(linear.bias.shape) != (linear.out_features,):
+                raise _fail(label, f"expert {e} {name}: bias shape {tuple(linear.bias.shape)}, out_features={linear.out_features}")
+        want = _expected_expert_tensors(block.experts, e)
+        got = {n: p.detach() for n, p in expert.named_parameters()}
+        if set(got) != set(want):
+            raise _fail(label, f"expert {e} parameters are {sorted(got)}, expected {sorted(want)}")
+        for name, tensor in want.items():
+            g = got[name]
+            if g.shape != tensor.shape or g.dtype != tensor.dtype or not torch.equal(g, tensor):
+                detail = "shape/dtype" if g.shape != tensor.shape or g.dtype != tensor.dtype else "values"
+                raise _fail(label, f"expert {e} {name} is not a bit-exact slice of the original expert weights ({detail} differ)")
+    expected_total = case.experts * case.projections + _count_linears(block, skip=block.experts)
+    total = _count_linears(wrapper)
+    if total != expected_total:
+        raise _fail(
+            label, f"the wrapper holds {total} nn.Linear, expected {expected_total} "
+            f"({case.experts} experts x {case.projections} projections + the block's other Linears)"
+        )
+
+
+class _Holder(nn.Module):
+    """The smallest model a calibration context accepts: the block at ``.block`` and a ``.config``."""
+
+    def __init__(self, block: nn.Module, config: Any):
+        super().__init__()
+        self.block = block
+        self.config = config
+
+    def forward(self, *args, **kwargs):
+        return self.block(*args, **kwargs)
+
+
+def _snapshot(model: nn.Module) -> dict[str, Any]:
+    return {
+        "modules": {name: m for name, m in model.named_modules()},
+        "state": {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
+        "hooks": _hook_count(model),
+    }
+
+
+def _hook_count(model: nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) + len(getattr(m, "_backward_pre_hooks", {}))
+        for m in model.modules()
+    )
+
+
+def _same_as(model: nn.Module, snapshot: dict[str, Any], label: str, when: str) -> None:
+    modules = dict(model.named_modules())
+    for name, before in snapshot["modules"].items():
+        now = modules.get(name)
+        if now is not before:
+            what = "missing" if now is None else f"a different object ({type(now).__name__})"
+            raise _fail(label, f"{when}: module '{name or '<root>'}' ({type(before).__name__}) is {what}")
+    extra = sorted(set(modules) - set(snapshot["modules"]))
+    if extra:
+        raise _fail(label, f"{when}: modules appeared that were not there before: {extra[:5]}")
+    state = model.state_dict(keep_vars=True)
+    for key, before in snapshot["state"].items():
+        now = state.get(key)
+        if now is None or now.shape != before.shape or now.dtype != before.dtype or not torch.equal(now.detach(), before):
+            raise _fail(label, f"{when}: parameter/buffer '{key}' is not bitwise what it was")
+    hooks = _hook_count(model)
+    if hooks != snapshot["hooks"]:
+        raise _fail(label, f"{when}: {hooks - snapshot['hooks']} hook(s) left behind on the model")
+
+
+class _BodyError(Exception):
+    """Raised inside the calibration context to test its exception safety."""
+
+
+def check_restore_semantics(case, impl, *, variant="default", mode="all_experts", dtype=torch.float32, shapes=SHAPES):
+    """Through the implementation's context: a non-permanent wrapper leaves the model with the same module
+    objects, parameters and buffers bitwise equal and no hooks, also when the body raises; a permanent one
+    stays and its output still matches."""
+    calibrate_all = MODES[mode]
+    shape = shapes[0]
+    seed = _seed(case.model_type, variant, "restore")
+    label = _label(case, variant, mode, dtype, shape)
+
+    block, config = case.make_block(case.variant_overrides(variant), seed=seed, dtype=dtype)
+    args, kwargs = case.make_inputs(shape, seed + 1, dtype)
+    want = _call(block, args, kwargs, label, f"the original {case.block}")
+    model = _Holder(block, config)
+    before = _snapshot(model)
+    try:
+        with impl.calibration_context(model, calibrate_all_experts=calibrate_all):
+            inside = model.block
+            if inside is block:
+                raise _fail(label, f"the calibration context did not replace the {case.block} block")
+            compare_outputs(_call(model, args, kwargs, label, "the model inside the context"), want, label, "output inside the context")
+    except ConformanceFailure:
+        raise
+    except Exception as exc:
+        raise _fail(label, f"the calibration context raised {type(exc).__name__}: {exc}") from exc
+    if getattr(inside, "is_permanent", False):
+        if model.block is not inside:
+            raise _fail(label, "a permanent wrapper did not stay in the model after the context")
+        compare_outputs(_call(model, args, kwargs, label, "the model after the context"), want, label, "output after the context")
+    else:
+        _same_as(model, before, label, "after the context")
+
+    # An exception in the body: it propagates unchanged and the model is exactly as before, permanent or not.
+    block, config = case.make_block(case.variant_overrides(variant), seed=seed, dtype=dtype)
+    model = _Holder(block, config)
+    before = _snapshot(model)
+    try:
+        with impl.calibration_context(model, calibrate_all_experts=calibrate_all):
+            _call(model, args, kwargs, label, "the model inside the context")
+            raise _BodyError("raised by the check inside the context")
+    except _BodyError:
+        pass
+    except ConformanceFailure:
+        raise
+    except Exception as exc:
+        raise _fail(label, f"an exception in the context body came out as {type(exc).__name__}: {exc}") from exc
+    else:
+        raise _fail(label, "the calibration context swallowed an exception raised in its body")
+    _same_as(model, before, label, "after an exception in the context body")
+
+
+def check_no_side_effects(case, impl, *, variant="default", mode="all_experts", dtype=torch.float32, shapes=SHAPES):
+    """Building and running the wrapper leaves the original block's modules, parameters and buffers bitwise
+    unchanged (a non-permanent wrapper is restored to exactly that block)."""
+    seed = _seed(case.model_type, variant, "side-effects")
+    block, config = case.make_block(case.variant_overrides(variant), seed=seed, dtype=dtype)
+    label = _label(case, variant, mode, dtype)
+    before = _snapshot(block)
+    wrapper = _wrap(impl, block, config, MODES[mode], label)
+    for i, shape in enumerate(shapes):
+        args, kwargs = case.make_inputs(shape, seed + 1 + i, dtype)
+        _call(wrapper, args, kwargs, _label(case, variant, mode, dtype, shape), "the wrapper")
+    _same_as(block, before, label, "the original block after wrapping and running the wrapper")
+
+
+def check_whole_model(case, impl, *, variant="default", mode="all_experts", dtype=torch.float32, shapes=SHAPES):
+    """A tiny whole causal LM (dense layers too where the architecture has them): the context replaces exactly
+    the MoE blocks; logits inside it and after it equal the logits before."""
+    if not case.model_class:
+        raise ConformanceFailure(f"{case.model_type}: the fixture names no model_class for the whole_model check")
+    label = _label(case, variant, mode, dtype, (2, 6))
+    seed = _seed(case.model_type, "model")
+    model, _ = case.make_model(seed=seed, dtype=dtype)
+    input_ids = torch.randint(0, case.config["vocab_size"], (2, 6), generator=torch.Generator().manual_seed(seed))
+
+    def logits():
+        out = _call(model, (input_ids,), {"use_cache": False}, label, f"{case.model_class}")
+        return out.logits
+
+    want = logits()
+    before = {name: m for name, m in model.named_modules()}
+    moe_blocks = {name for name, m in before.items() if type(m).__name__ == case.block}
+    if not moe_blocks:
+        raise _fail(label, f"the fixture's {case.model_class} holds no {case.block}")
+    try:
+        with impl.calibration_context(model, calibrate_all_experts=MODES[mode]):
+            now = dict(model.named_modules())
+            replaced = {n for n, m in before.items() if n in now and now[n] is not m and not any(n.startswith(b + ".") for b in moe_blocks)}
+            if replaced != moe_blocks:
+                raise _fail(
+                    label, f"the context replaced {sorted(replaced) or 'nothing'}; expected exactly the MoE blocks "
+                    f"{sorted(moe_blocks)}"
+                )
+            compare_outputs(logits(), want, label, "logits inside the context")
+    except ConformanceFailure:
+        raise
+    except Exception as exc:
+        raise _fail(label, f"the calibration context raised {type(exc).__name__}: {exc}") from exc
+    compare_outputs(logits(), want, label, "logits after the context")
+
+
+# -- declaration and running ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    function: Callable[..., None]
+    modes: tuple[str | None, ...]  # None: the check does not depend on the mode
+    dtypes: tuple[torch.dtype | None, ...]  # None: the check does not depend on the dtype
+    per_variant: bool  # run for every routing variant, or for "default" only
+
+    @property
+    def doc(self) -> str:
+        return (self.function.__doc__ or "").strip().splitlines()[0]
+
+
+BOTH_MODES = ("all_experts", "routed")
+DTYPES = (torch.float32, torch.bfloat16)
+
+CHECKS: dict[str, CheckSpec] = {
+    spec.name: spec
+    for spec in (
+        CheckSpec("covered", check_covered, (None,), (None,), False),
+        CheckSpec("all_experts_observed", check_all_experts_observed, ("all_experts",), DTYPES, True),
+        CheckSpec("routed_tokens_only", check_routed_tokens_only, ("routed",), DTYPES, True),
+        CheckSpec("output_matches", check_output_matches, BOTH_MODES, DTYPES, True),
+        CheckSpec("experts_are_linear", check_experts_are_linear, ("all_experts",), DTYPES, False),
+        CheckSpec("restore_semantics", check_restore_semantics, BOTH_MODES, (torch.float32,), False),
+        CheckSpec("no_side_effects", check_no_side_effects, BOTH_MODES, DTYPES, False),
+        CheckSpec("whole_model", check_whole_model, BOTH_MODES, DTYPES, False),
+    )
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    variant: str
+    mode: str | None
+    dtype: str | None
+    passed: bool
+    message: str = ""
+
+
+def run_checks(
+    case: ArchCase,
+    impl: Implementation,
+    checks: Sequence[str] | None = None,
+    variants: Sequence[str] | None = None,
+) -> list[CheckResult]:
+    """Every (check, variant, mode, dtype) combination ``CHECKS`` declares for ``case``, one named result each."""
+    results = []
+    for name in checks or CHECKS:
+        spec = CHECKS[name]
+        for variant in (variants or list(case.variants)) if spec.per_variant else ["default"]:
+            for mode in spec.modes:
+                for dtype in spec.dtypes:
+                    kwargs = {"variant": variant}
+                    if mode:
+                        kwargs["mode"] = mode
+                    if dtype:
+                        kwargs["dtype"] = dtype
+                    try:
+                        spec.function(case, impl, **kwargs)
+                        results.append(CheckResult(name, variant, mode, dtype and _dtype_name(dtype), True))
+                    except ConformanceFailure as failure:
+                        results.append(CheckResult(name, variant, mode, dtype and _dtype_name(dtype), False, str(failure)))
+    return results

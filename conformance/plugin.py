@@ -1,0 +1,169 @@
+"""pytest plugin (registered through the ``pytest11`` entry point): the ``--impl`` option, the implementation
+fixture, and the architecture x check table at the end of a run.
+
+``--impl SPEC`` (or ``MOE_CONFORMANCE_IMPL=SPEC``) picks the implementation under test; a spec that cannot be
+used stops the run with one error line (pytest's usage error, exit code 4) before any test runs.
+``--moe-report PATH`` also writes every result, with the environment, as JSON (``reports/generate.py`` turns
+it into the per-transformers-version compatibility report).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections import defaultdict
+
+import pytest
+
+from .impl import ENV_VAR, Implementation, ImplementationError, load_implementation
+
+_IMPL = pytest.StashKey[Implementation]()
+
+# Column headings for the summary table, in CHECKS order (full names are in the legend).
+SHORT_NAMES = {
+    "covered": "covered",
+    "all_experts_observed": "all_seen",
+    "routed_tokens_only": "routed",
+    "output_matches": "output",
+    "experts_are_linear": "linear",
+    "restore_semantics": "restore",
+    "no_side_effects": "no_side_fx",
+    "whole_model": "model",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("moe-conformance")
+    group.addoption(
+        "--impl",
+        default=None,
+        help=f"implementation under test: 'reference' (default), 'llmcompressor', or a dotted module path "
+        f"defining CALIBRATION_WRAPPERS (also ${ENV_VAR})",
+    )
+    group.addoption("--moe-report", default=None, metavar="PATH", help="write every conformance result as JSON to PATH")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    spec = config.getoption("--impl") or os.environ.get(ENV_VAR)
+    if spec:
+        try:
+            config.stash[_IMPL] = load_implementation(spec)
+        except ImplementationError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    config.pluginmanager.register(_Recorder(config), "moe-conformance-recorder")
+
+
+def implementation(config: pytest.Config) -> Implementation:
+    if _IMPL not in config.stash:
+        try:
+            config.stash[_IMPL] = load_implementation("reference")
+        except ImplementationError as exc:  # pragma: no cover - the reference always loads
+            raise pytest.UsageError(str(exc)) from None
+    return config.stash[_IMPL]
+
+
+@pytest.fixture(scope="session")
+def impl(request: pytest.FixtureRequest) -> Implementation:
+    return implementation(request.config)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    spec = config.getoption("--impl") or os.environ.get(ENV_VAR) or "reference"
+    return f"moe-conformance: impl={spec}, {_versions()}"
+
+
+def _versions() -> str:
+    import torch
+    import transformers
+
+    return f"transformers {transformers.__version__}, torch {torch.__version__}"
+
+
+class _Recorder:
+    """Collects the outcome of every conformance test (on the xdist controller too) for the summary table."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.results: list[dict] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties).get("moe_conformance")
+        # One record per test: its call, or the phase that did not pass (a setup skip, a teardown error).
+        if props is None or (report.when != "call" and report.outcome == "passed"):
+            return
+        outcome = "xfail" if hasattr(report, "wasxfail") else report.outcome
+        message = ""
+        if report.outcome == "failed":
+            crash = getattr(report.longrepr, "reprcrash", None)
+            message = crash.message if crash else str(report.longrepr)
+        elif report.outcome == "skipped" and isinstance(report.longrepr, tuple):
+            message = report.longrepr[2]
+        self.results.append({**props, "outcome": outcome, "message": message, "nodeid": report.nodeid})
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not self.results:
+            return
+        from tabulate import tabulate
+
+        from .checks import CHECKS
+
+        config = self.config
+        headers, rows = summarise(self.results)
+        impl = config.stash[_IMPL].describe() if _IMPL in config.stash else "reference"
+        tr = terminalreporter
+        tr.section(f"moe-conformance: {impl}; {_versions()}")
+        tr.write_line(tabulate(rows, headers=headers, tablefmt="simple"))
+        for reason in sorted({r["message"] for r in self.results if r["outcome"] == "skipped" and r["message"]}):
+            tr.write_line(f"skip: {reason}")
+        tr.write_line("checks: " + "; ".join(f"{SHORT_NAMES[n]} = {n}" for n in CHECKS if SHORT_NAMES.get(n, n) != n))
+        path = config.getoption("--moe-report")
+        if path:
+            with open(path, "w") as f:
+                json.dump({"environment": environment(config), "results": self.results}, f, indent=1)
+            tr.write_line(f"moe-conformance: results written to {path}")
+
+
+def summarise(results: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The architecture x check table: a cell is 'ok', 'FAIL f/n', 'skip' or 'xfail' over its tests."""
+    from .checks import CHECKS
+
+    cells: dict[tuple[str, str], list[str]] = defaultdict(list)
+    archs: list[str] = []
+    for r in results:
+        if r["arch"] not in archs:
+            archs.append(r["arch"])
+        cells[(r["arch"], r["check"])].append(r["outcome"])
+    checks = [c for c in CHECKS if any((a, c) in cells for a in archs)]
+    rows = []
+    for arch in sorted(archs):
+        row = [arch]
+        for check in checks:
+            outcomes = cells.get((arch, check), [])
+            failed = sum(o == "failed" for o in outcomes)
+            if not outcomes:
+                row.append("")
+            elif failed:
+                row.append(f"FAIL {failed}/{len(outcomes)}")
+            elif all(o == "skipped" for o in outcomes):
+                row.append("skip")
+            elif any(o == "xfail" for o in outcomes):
+                row.append("xfail")
+            else:
+                row.append("ok")
+        rows.append(row)
+    return ["architecture", *(SHORT_NAMES.get(c, c) for c in checks)], rows
+
+
+def environment(config: pytest.Config) -> dict:
+    import torch
+    import transformers
+
+    impl = config.stash[_IMPL] if _IMPL in config.stash else None
+    return {
+        "implementation": impl.describe() if impl else "reference",
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,52 @@
+"""The suite: every check of ``CHECKS`` for every architecture case of ``fixtures/architectures.toml``.
+
+Test ids read ``<model_type>-<check>[-<variant>][-<mode>][-<dtype>]``, so ``-k glm4_moe_lite`` selects one
+architecture and ``-k restore`` one check. The implementation under test comes from ``--impl``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance.cases import load_cases
+from conformance.checks import CHECKS
+
+CASES = load_cases()
+
+
+def _params():
+    for case in CASES:
+        for name, spec in CHECKS.items():
+            for variant in case.variants if spec.per_variant else ["default"]:
+                for mode in spec.modes:
+                    for dtype in spec.dtypes:
+                        parts = [case.model_type, name]
+                        if spec.per_variant:
+                            parts.append(variant)
+                        parts += [mode] if mode else []
+                        parts += [str(dtype).removeprefix("torch.")] if dtype else []
+                        marks = []
+                        reason = case.xfail.get(name) or case.xfail.get("*")
+                        if reason:
+                            marks.append(pytest.mark.xfail(reason=reason, strict=True))
+                        yield pytest.param(case, name, variant, mode, dtype, id="-".join(parts), marks=marks)
+
+
+@pytest.mark.parametrize(("case", "check", "variant", "mode", "dtype"), list(_params()))
+def test_conformance(case, check, variant, mode, dtype, impl, record_property):
+    record_property(
+        "moe_conformance",
+        {"arch": case.model_type, "check": check, "variant": variant, "mode": mode, "dtype": str(dtype).removeprefix("torch.")},
+    )
+    absent = case.absent_reason()
+    if absent:
+        pytest.skip(absent)
+    skip = case.skip.get(check) or case.skip.get("*")
+    if skip:
+        pytest.skip(f"{case.model_type}: {skip}")
+    kwargs = {"variant": variant}
+    if mode:
+        kwargs["mode"] = mode
+    if dtype:
+        kwargs["dtype"] = dtype
+    CHECKS[check].function(case, impl, **kwargs)

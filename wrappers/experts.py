@@ -1,0 +1,187 @@
+"""Per-expert ``nn.Linear`` experts and the token dispatch every reference wrapper shares.
+
+``dispatch_to_experts`` is the one loop that sends tokens to experts. In calibration mode every expert runs on
+every token (so each of its Linears is observed on the whole batch) and only the rows routed to it are kept;
+in routed mode each expert runs on its routed rows only. Either way the combination is transformers' own eager
+arithmetic (ascending expert order, ``index_add_`` into a zero buffer), so the output equals the original's up
+to float rounding.
+
+``LinearExperts`` replaces a transformers v5 fused experts module (3-D ``gate_up_proj``/``down_proj`` behind
+``@use_experts_implementation``). Its per-expert Linears are *views* of the fused parameters: bit-exact, no
+second copy of the expert weights, and the original stays intact for ``restore``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["ExpertMLP", "LinearExperts", "dispatch_to_experts", "is_fused_experts"]
+
+
+def dispatch_to_experts(
+    experts: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+    hidden_states: torch.Tensor,
+    top_k_index: torch.Tensor,
+    top_k_weights: torch.Tensor,
+    calibrate_all_experts: bool,
+    accumulate_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Combine ``sum_k top_k_weights[t, k] * experts[top_k_index[t, k]](hidden_states[t])`` for every token t.
+
+    ``hidden_states`` is ``[T, H]``; ``top_k_index``/``top_k_weights`` are ``[T, k]``. Indices outside
+    ``[0, len(experts))`` are skipped (transformers uses ``num_experts`` as an expert-parallel sentinel).
+    The sum is accumulated in ``accumulate_dtype`` (default: the input dtype), each contribution cast to it
+    first, as transformers does.
+    """
+    num_experts = len(experts)
+    out = torch.zeros(hidden_states.shape, dtype=accumulate_dtype or hidden_states.dtype, device=hidden_states.device)
+    with torch.no_grad():
+        # [E + 1, k, T]: the extra class collects out-of-range indices so one_hot never fails on them.
+        index = top_k_index.clamp(0, num_experts).where(top_k_index >= 0, num_experts)
+        expert_mask = nn.functional.one_hot(index, num_classes=num_experts + 1).permute(2, 1, 0)
+        hit = expert_mask[:num_experts].sum(dim=(1, 2)) > 0
+    for expert_idx in range(num_experts):
+        expert = experts[expert_idx]
+        if calibrate_all_experts:
+            all_tokens_out = expert(hidden_states)  # observed on every token
+        if not hit[expert_idx]:
+            continue
+        top_k_pos, token_idx = torch.where(expert_mask[expert_idx])
+        if calibrate_all_experts:
+            expert_out = all_tokens_out[token_idx]
+        else:
+            expert_out = expert(hidden_states[token_idx])
+        contribution = expert_out * top_k_weights[token_idx, top_k_pos, None]
+        out.index_add_(0, token_idx, contribution.to(out.dtype))
+    return out
+
+
+def _linear_view(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """An ``nn.Linear`` whose parameters are the given tensors (views: no copy, no fresh allocation)."""
+    out_features, in_features = weight.shape
+    linear = nn.Linear(in_features, out_features, bias=bias is not None, device="meta")
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        linear.bias = nn.Parameter(bias, requires_grad=False)
+    return linear
+
+
+class ExpertMLP(nn.Module):
+    """One expert as separate Linears: ``down_proj(gate(gate_proj(x), up_proj(x)))``, or
+    ``down_proj(act(up_proj(x)))`` when the experts have no gate.
+
+    ``apply_gate`` is the experts class's own gating function, fed the projection output in the fused layout it
+    expects (concatenated ``[gate, up]`` or interleaved ``[g0, u0, g1, u1, ...]``), so custom gates (gpt-oss's
+    clamped SwiGLU) are reproduced exactly.
+    """
+
+    def __init__(
+        self,
+        gate_proj: nn.Linear | None,
+        up_proj: nn.Linear,
+        down_proj: nn.Linear,
+        apply_gate: Callable[[torch.Tensor], torch.Tensor] | None,
+        act_fn: nn.Module | Callable,
+        interleaved: bool = False,
+    ):
+        super().__init__()
+        if gate_proj is not None:
+            self.gate_proj = gate_proj
+        self.up_proj = up_proj
+        self.down_proj = down_proj
+        self.act_fn = act_fn
+        self._apply_gate = apply_gate
+        self._interleaved = interleaved
+
+    @property
+    def has_gate(self) -> bool:
+        return "gate_proj" in self._modules
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.has_gate:
+            return self.down_proj(self.act_fn(self.up_proj(x)))
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        if self._interleaved:
+            gate_up = torch.stack((gate, up), dim=-1).flatten(-2)
+        else:
+            gate_up = torch.cat((gate, up), dim=-1)
+        return self.down_proj(self._apply_gate(gate_up))
+
+
+def is_fused_experts(module: nn.Module) -> bool:
+    """A transformers v5 experts module with 3-D expert parameters (``gate_up_proj``/``up_proj`` + ``down_proj``)."""
+    down = getattr(module, "down_proj", None)
+    first = getattr(module, "gate_up_proj", getattr(module, "up_proj", None))
+    return all(isinstance(p, torch.Tensor) and p.dim() == 3 for p in (down, first))
+
+
+class LinearExperts(nn.ModuleList):
+    """A fused experts module unpacked into one ``ExpertMLP`` per expert, called like the original:
+    ``experts(hidden_states[T, H], top_k_index[T, k], top_k_weights[T, k]) -> [T, H]``.
+
+    Layout flags come from ``@use_experts_implementation`` (``is_transposed``, ``is_concatenated``,
+    ``has_bias``, ``has_gate``); without them the transformers defaults apply.
+    """
+
+    def __init__(self, fused: nn.Module, calibrate_all_experts: bool = True):
+        if getattr(fused, "has_post_expert_norm", False):
+            raise NotImplementedError(f"{type(fused).__name__}: experts with a post-expert norm are not unpacked yet")
+        super().__init__(unpack_fused_experts(fused))
+        self.calibrate_all_experts = calibrate_all_experts
+
+    @property
+    def num_experts(self) -> int:
+        return len(self)
+
+    def forward(self, hidden_states, top_k_index, top_k_weights):
+        return dispatch_to_experts(self, hidden_states, top_k_index, top_k_weights, self.calibrate_all_experts)
+
+
+def unpack_fused_experts(fused: nn.Module) -> list[ExpertMLP]:
+    """One ``ExpertMLP`` per expert whose Linear weights are bit-exact views of ``fused``'s 3-D parameters."""
+    transposed = getattr(fused, "is_transposed", False)
+    concatenated = getattr(fused, "is_concatenated", True)
+    has_gate = getattr(fused, "has_gate", True)
+    has_bias = getattr(fused, "has_bias", False)
+
+    def as_linear_weight(w: torch.Tensor) -> torch.Tensor:
+        # nn.Linear keeps [out, in]; transposed fused layouts store [in, out].
+        return w.t() if transposed else w
+
+    first = (fused.gate_up_proj if has_gate else fused.up_proj).detach()
+    down = fused.down_proj.detach()
+    first_bias = getattr(fused, "gate_up_proj_bias" if has_gate else "up_proj_bias", None) if has_bias else None
+    down_bias = getattr(fused, "down_proj_bias", None) if has_bias else None
+    act_fn = getattr(fused, "act_fn", None)
+    apply_gate = None
+    if has_gate:
+        gate_fn = type(fused)._apply_gate if hasattr(type(fused), "_apply_gate") else None
+
+        def apply_gate(gate_up: torch.Tensor, _gate_fn=gate_fn, _fused=fused) -> torch.Tensor:
+            if _gate_fn is not None:
+                return _gate_fn(_fused, gate_up)
+            gate, up = gate_up.chunk(2, dim=-1)
+            return _fused.act_fn(gate) * up
+
+    experts = []
+    for e in range(first.shape[0]):
+        w_first = as_linear_weight(first[e])  # [2I, H] (gated) or [I, H]
+        b_first = first_bias[e].detach() if first_bias is not None else None
+        if has_gate:
+            inter = w_first.shape[0] // 2
+            if concatenated:
+                rows = (slice(0, inter), slice(inter, 2 * inter))
+            else:
+                rows = (slice(0, None, 2), slice(1, None, 2))
+            gate_proj = _linear_view(w_first[rows[0]], b_first[rows[0]] if b_first is not None else None)
+            up_proj = _linear_view(w_first[rows[1]], b_first[rows[1]] if b_first is not None else None)
+        else:
+            gate_proj, up_proj = None, _linear_view(w_first, b_first)
+        down_proj = _linear_view(as_linear_weight(down[e]), down_bias[e].detach() if down_bias is not None else None)
+        experts.append(
+            ExpertMLP(gate_proj, up_proj, down_proj, apply_gate, act_fn, interleaved=has_gate and not concatenated)
+        )
+    return experts
