@@ -616,8 +616,10 @@ def run_checks(
     impl: Implementation,
     checks: Sequence[str] | None = None,
     variants: Sequence[str] | None = None,
+    stop_at_first_failure: bool = False,
 ) -> list[CheckResult]:
-    """Every (check, variant, mode, dtype) combination ``CHECKS`` declares for ``case``, one named result each."""
+    """Every (check, variant, mode, dtype) combination ``CHECKS`` declares for ``case``, one named result each
+    (up to the first failure with ``stop_at_first_failure``)."""
     results = []
     for name in checks or CHECKS:
         spec = CHECKS[name]
@@ -634,4 +636,6 @@ def run_checks(
                         results.append(CheckResult(name, variant, mode, dtype and _dtype_name(dtype), True))
                     except ConformanceFailure as failure:
                         results.append(CheckResult(name, variant, mode, dtype and _dtype_name(dtype), False, str(failure)))
+                        if stop_at_first_failure:
+                            return results
     return results

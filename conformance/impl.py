@@ -6,7 +6,9 @@
 - a dotted module path: the module defines ``CALIBRATION_WRAPPERS`` (original block class name -> wrapper
   class built as ``Wrapper(original=..., config=..., calibrate_all_experts=...)``) and optionally
   ``moe_calibration_context(model, calibrate_all_experts=True)``; without one, the reference context is used
-  over ``CALIBRATION_WRAPPERS``.
+  over ``CALIBRATION_WRAPPERS``;
+- ``module.path:NAME``: the same two attributes read from the object ``NAME`` in that module (several
+  implementations in one module, such as the harness's own broken ones).
 """
 
 from __future__ import annotations
@@ -126,15 +128,21 @@ def _from_registry(name: str, registering_module: str, context_module: str) -> I
 
 
 def _from_module(spec: str) -> Implementation:
-    if not spec.replace(".", "").replace("_", "").isalnum():
+    module_name, _, attribute = spec.partition(":")
+    if not module_name.replace(".", "").replace("_", "").isalnum() or (attribute and not attribute.isidentifier()):
         raise ImplementationError(
-            f"--impl {spec!r} is not 'reference', 'llmcompressor' or a dotted module path (like mypkg.moe_wrappers)"
+            f"--impl {spec!r} is not 'reference', 'llmcompressor', a dotted module path (like mypkg.moe_wrappers) "
+            "or module.path:NAME"
         )
-    module = _import(spec, spec)
+    module = _import(module_name, spec)
+    if attribute:
+        if not hasattr(module, attribute):
+            raise ImplementationError(f"--impl {spec}: module {module_name!r} has no attribute {attribute!r}")
+        module = getattr(module, attribute)
     table = getattr(module, "CALIBRATION_WRAPPERS", None)
     if not isinstance(table, Mapping) or not table:
         raise ImplementationError(
-            f"--impl {spec}: the module defines no CALIBRATION_WRAPPERS mapping (original block class name -> "
+            f"--impl {spec}: it defines no CALIBRATION_WRAPPERS mapping (original block class name -> "
             "wrapper class), or it is empty"
         )
     wrappers = {}

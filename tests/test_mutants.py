@@ -1,0 +1,74 @@
+"""The suite catches every deliberately broken wrapper in ``tests/mutants.py`` on every architecture it
+applies to, and raises no false alarm on a correct subclass of the reference wrapper."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conformance import ImplementationError, load_cases, load_implementation, run_checks
+from conformance.checks import CHECKS
+from tests.mutants import CAUGHT_BY, MUTANTS
+
+REPO = Path(__file__).resolve().parent.parent
+CASES = [case for case in load_cases() if not case.absent_reason()]
+KILLS: dict[tuple[str, str], str] = {}  # (mutant, architecture) -> the check that caught it
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.model_type)
+@pytest.mark.parametrize("mutant", MUTANTS.values(), ids=lambda m: m.name)
+def test_mutant_is_caught(mutant, case):
+    block, _ = case.make_block()
+    if not mutant.applies(block):
+        KILLS[(mutant.name, case.model_type)] = "n/a"
+        pytest.skip(f"{mutant.name} does not apply to {case.model_type}")
+    try:
+        impl = load_implementation(mutant.impl_spec)
+    except ImplementationError as error:
+        KILLS[(mutant.name, case.model_type)] = "load"
+        assert "original" in str(error)
+        return
+    failures = [r for r in run_checks(case, impl, stop_at_first_failure=True) if not r.passed]
+    KILLS[(mutant.name, case.model_type)] = failures[0].check if failures else "SURVIVED"
+    assert failures, f"mutant {mutant.name} ({mutant.bug}) survived every check on {case.model_type}"
+    assert case.model_type in failures[0].message
+
+
+@pytest.mark.parametrize("check", CHECKS)
+def test_every_check_catches_a_mutant_on_its_own(check):
+    """Each check, run alone, fails on the mutant that breaks what it guards (on every architecture)."""
+    impl = load_implementation(MUTANTS[CAUGHT_BY[check]].impl_spec)
+    for case in CASES:
+        results = run_checks(case, impl, checks=[check], stop_at_first_failure=True)
+        assert not results[-1].passed, f"{check} did not catch {CAUGHT_BY[check]} on {case.model_type}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.model_type)
+def test_correct_subclass_passes_everything(case):
+    impl = load_implementation("tests.mutants:correct_subclass")
+    failures = [r.message for r in run_checks(case, impl) if not r.passed]
+    assert not failures, failures[:3]
+
+
+def _pytest(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:randomly", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_mutant_fails_the_suite_through_impl_option():
+    """End to end through ``--impl``: the suite run exits non-zero and the table shows the failing check."""
+    arch = CASES[0].model_type
+    run = _pytest("--impl", "tests.mutants:drift_1e_4", "-k", f"{arch} and output_matches and float32")
+    assert run.returncode == 1, run.stdout[-2000:]
+    assert "FAIL" in run.stdout and "exceeds" in run.stdout
+
+
+def test_correct_subclass_passes_through_impl_option():
+    arch = CASES[0].model_type
+    run = _pytest("--impl", "tests.mutants:correct_subclass", "-k", arch)
+    assert run.returncode == 0, run.stdout[-2000:]
