@@ -24,9 +24,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ArchCase", "load_cases", "randomise_", "FIXTURES_FILE", "Shape", "SHAPES"]
+__all__ = ["ArchCase", "load_cases", "randomise_", "FIXTURES_DIR", "Shape", "SHAPES"]
 
-FIXTURES_FILE = Path(os.environ.get("MOE_CONFORMANCE_FIXTURES", Path(__file__).resolve().parent.parent / "fixtures" / "architectures.toml"))
+# The fixtures folder beside the packages (an editable install / a checkout); MOE_CONFORMANCE_FIXTURES overrides.
+FIXTURES_DIR = Path(os.environ.get("MOE_CONFORMANCE_FIXTURES", Path(__file__).resolve().parent.parent / "fixtures"))
 
 Shape = tuple[int, int]
 # (batch, sequence): batch > 1 with an odd length, a single token, batch 1, and a longer batch so that
@@ -150,9 +151,28 @@ def randomise_(module: nn.Module, seed: int, buffers_in=None) -> nn.Module:
     return module
 
 
-def load_cases(path: Path = FIXTURES_FILE) -> list[ArchCase]:
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
+def _read_fixtures(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every ``*.toml`` in ``folder``, merged table by table; a name defined in two places is an error."""
+    files = sorted(folder.glob("*.toml"))
+    if not files:
+        raise FileNotFoundError(f"no fixture files (*.toml) in {folder}; set MOE_CONFORMANCE_FIXTURES to the fixtures folder")
+    merged: dict[str, dict[str, Any]] = {}
+    origin: dict[tuple[str, str], Path] = {}
+    for path in files:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        for section, entries in data.items():
+            for name, value in entries.items():
+                if (section, name) in origin:
+                    raise ValueError(f"[{section}.{name}] is defined in both {origin[section, name]} and {path}")
+                origin[section, name] = path
+                merged.setdefault(section, {})[name] = value
+    return merged
+
+
+def load_cases(folder: Path = FIXTURES_DIR) -> list[ArchCase]:
+    data = _read_fixtures(folder)
+    path = folder
     presets = data.get("presets", {})
     cases = []
     for model_type, entry in data["architectures"].items():

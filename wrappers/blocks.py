@@ -31,7 +31,7 @@ from reference import MoECalibrationModule
 
 from .experts import LinearExperts, dispatch_to_experts, is_fused_experts
 
-__all__ = ["CalibrationMoEBlock", "FusedExpertsMechanism", "MoeMethodMechanism"]
+__all__ = ["CalibrationMoEBlock", "FusedExpertsMechanism", "MoeMethodMechanism", "register_generic"]
 
 # nn.Module bookkeeping that a wrapper must own fresh rather than share with the original.
 _OWN_STATE = {
@@ -130,3 +130,9 @@ class MoeMethodMechanism(CalibrationMoEBlock):
             accumulate_dtype=topk_weights.dtype,
         )
         return out.type(hidden_states.dtype)
+
+
+def register_generic(*block_class_names: str) -> None:
+    """Make ``CalibrationMoEBlock`` the wrapper of these original block classes."""
+    for name in block_class_names:
+        MoECalibrationModule.register_value(CalibrationMoEBlock, name)
