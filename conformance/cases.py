@@ -52,6 +52,13 @@ class ArchCase:
     knobs: dict[str, list[Any]]
     skip: dict[str, str] = field(default_factory=dict)
     xfail: dict[str, str] = field(default_factory=dict)
+    # Extra arguments of the block's forward: constant keyword values, keywords passed as None (TOML has no
+    # null), and whether random `input_ids` of the input's [batch, sequence] shape are passed too.
+    forward_kwargs: dict[str, Any] = field(default_factory=dict)
+    forward_none: tuple[str, ...] = ()
+    input_ids: bool = False
+    # whole_model: pass the input ids as decoder_input_ids too (encoder-decoder models).
+    model_decoder_inputs: bool = False
 
     @property
     def id(self) -> str:
@@ -121,7 +128,11 @@ class ArchCase:
     def make_inputs(self, shape: Shape, seed: int, dtype=torch.float32) -> tuple[tuple, dict]:
         generator = torch.Generator().manual_seed(seed)
         hidden = torch.randn(*shape, self.config["hidden_size"], generator=generator).to(dtype)
-        return (hidden,), {}
+        kwargs: dict[str, Any] = dict(self.forward_kwargs)
+        kwargs.update({name: None for name in self.forward_none})
+        if self.input_ids:
+            kwargs["input_ids"] = torch.randint(0, self.config["vocab_size"], shape, generator=generator)
+        return (hidden,), kwargs
 
     def variant_overrides(self, variant: str) -> dict[str, Any]:
         return dict(self.variants[variant])
@@ -203,6 +214,10 @@ def load_cases(folder: Path = FIXTURES_DIR) -> list[ArchCase]:
                 knobs=knobs,
                 skip=entry.get("skip", {}),
                 xfail=entry.get("xfail", {}),
+                forward_kwargs=entry.get("forward_kwargs", {}),
+                forward_none=tuple(entry.get("forward_none", ())),
+                input_ids=entry.get("input_ids", False),
+                model_decoder_inputs=entry.get("model_decoder_inputs", False),
             )
         )
     return cases

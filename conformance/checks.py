@@ -288,15 +288,19 @@ def check_covered(case: ArchCase, impl: Implementation, **_: Any) -> None:
         )
 
 
-def _per_shape(case, impl, variant, mode, dtype, shapes, body: Callable) -> None:
+def _overrides(case: ArchCase, variant: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    return dict(overrides) if overrides is not None else case.variant_overrides(variant)
+
+
+def _per_shape(case, impl, variant, mode, dtype, shapes, body: Callable, overrides=None, seed=0) -> None:
     for shape in shapes:
-        seed = _seed(case.model_type, variant, shape)
-        block, config = case.make_block(case.variant_overrides(variant), seed=seed, dtype=dtype)
-        args, kwargs = case.make_inputs(shape, seed + 1, dtype)
+        shape_seed = _seed(case.model_type, variant, shape, seed)
+        block, config = case.make_block(_overrides(case, variant, overrides), seed=shape_seed, dtype=dtype)
+        args, kwargs = case.make_inputs(shape, shape_seed + 1, dtype)
         body(block, config, args, kwargs, _label(case, variant, mode, dtype, shape))
 
 
-def check_all_experts_observed(case, impl, *, variant="default", mode="all_experts", dtype=torch.float32, shapes=SHAPES):
+def check_all_experts_observed(case, impl, *, variant="default", mode="all_experts", dtype=torch.float32, shapes=SHAPES, overrides=None, seed=0):
     """calibrate_all_experts=True: every Linear of every expert receives exactly every token, once."""
 
     def body(block, config, args, kwargs, label):
@@ -308,10 +312,10 @@ def check_all_experts_observed(case, impl, *, variant="default", mode="all_exper
         every = list(range(routing.tokens.shape[0]))
         _check_observed(seen, routing, [every] * case.experts, label, "calibrate_all_experts=True: every token, once")
 
-    _per_shape(case, impl, variant, "all_experts", dtype, shapes, body)
+    _per_shape(case, impl, variant, "all_experts", dtype, shapes, body, overrides, seed)
 
 
-def check_routed_tokens_only(case, impl, *, variant="default", mode="routed", dtype=torch.float32, shapes=SHAPES):
+def check_routed_tokens_only(case, impl, *, variant="default", mode="routed", dtype=torch.float32, shapes=SHAPES, overrides=None, seed=0):
     """calibrate_all_experts=False: each expert receives exactly the tokens the original routes to it."""
 
     def body(block, config, args, kwargs, label):
@@ -322,10 +326,10 @@ def check_routed_tokens_only(case, impl, *, variant="default", mode="routed", dt
             _call(wrapper, args, kwargs, label, "the wrapper")
         _check_observed(seen, routing, routing.routed, label, "calibrate_all_experts=False: routed tokens only")
 
-    _per_shape(case, impl, variant, "routed", dtype, shapes, body)
+    _per_shape(case, impl, variant, "routed", dtype, shapes, body, overrides, seed)
 
 
-def check_output_matches(case, impl, *, variant="default", mode="all_experts", dtype=torch.float32, shapes=SHAPES):
+def check_output_matches(case, impl, *, variant="default", mode="all_experts", dtype=torch.float32, shapes=SHAPES, overrides=None, seed=0):
     """The wrapper's output equals the original block's (computed before wrapping): same structure, dtype,
     shape, every element (router logits too), within the dtype's tolerance of the output's own scale."""
 
@@ -335,7 +339,7 @@ def check_output_matches(case, impl, *, variant="default", mode="all_experts", d
         got = _call(wrapper, args, kwargs, label, "the wrapper")
         compare_outputs(got, want, label)
 
-    _per_shape(case, impl, variant, mode, dtype, shapes, body)
+    _per_shape(case, impl, variant, mode, dtype, shapes, body, overrides, seed)
 
 
 def _expected_expert_tensors(original_experts: nn.Module, e: int) -> dict[str, torch.Tensor]:
@@ -542,8 +546,13 @@ def check_whole_model(case, impl, *, variant="default", mode="all_experts", dtyp
     input_ids = torch.randint(0, case.config["vocab_size"], (2, 6), generator=torch.Generator().manual_seed(seed))
 
     def logits():
-        out = _call(model, (input_ids,), {"use_cache": False}, label, f"{case.model_class}")
-        return out.logits
+        kwargs = {"use_cache": False}
+        if case.model_decoder_inputs:  # encoder-decoder models (switch_transformers, nllb_moe)
+            kwargs["decoder_input_ids"] = input_ids
+        out = _call(model, (input_ids,), kwargs, label, f"{case.model_class}")
+        # A *ForCausalLM gives logits; a bare *Model (for multimodal families whose text stack is the MoE
+        # part) gives hidden states.
+        return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
 
     want = logits()
     before = {name: m for name, m in model.named_modules()}
