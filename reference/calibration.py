@@ -60,7 +60,9 @@ class MoECalibrationModule(ABC, nn.Module):
     _registry: ClassVar[dict[str, type[MoECalibrationModule]]] = {}
 
     @abstractmethod
-    def __init__(self, original: nn.Module, config: Any, calibrate_all_experts: bool = True):
+    def __init__(self, original: nn.Module | None = None, config: Any = None, calibrate_all_experts: bool = True):
+        # Subclasses define their own __init__(original, config, calibrate_all_experts) and, like
+        # llm-compressor's, call super().__init__() with no arguments.
         super().__init__()
 
     def restore(self, original: nn.Module) -> nn.Module:

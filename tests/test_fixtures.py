@@ -1,0 +1,55 @@
+"""The fixtures load as data, every entry is complete, and the tolerance bites."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conformance.cases import FIXTURES_DIR, load_cases
+from conformance.checks import CHECKS, TOLERANCE, ConformanceFailure, compare_outputs
+
+
+def test_every_entry_is_complete_and_its_variants_exist():
+    cases = load_cases()
+    assert len({c.model_type for c in cases}) == len(cases)
+    for case in cases:
+        assert case.experts > 0 and case.projections in (2, 3), case.model_type
+        assert "default" in case.variants
+        for name in list(case.skip) + list(case.xfail):
+            assert name == "*" or name in CHECKS, f"{case.model_type}: skip/xfail names unknown check {name!r}"
+
+
+def test_a_name_defined_twice_is_an_error(tmp_path):
+    for name in ("a.toml", "b.toml"):
+        (tmp_path / name).write_text('[presets.same]\nhidden_size = 32\n')
+    with pytest.raises(ValueError, match=r"\[presets.same\] is defined in both"):
+        load_cases(tmp_path)
+
+
+def test_fixtures_folder_is_data_not_a_package():
+    assert not (FIXTURES_DIR / "__init__.py").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tolerance_allows_rounding_and_catches_drift(dtype):
+    want = torch.randn(64, 32, generator=torch.Generator().manual_seed(0)).to(dtype)
+    compare_outputs(want.clone(), want, "t")  # identical
+    eps = torch.finfo(dtype).eps
+    compare_outputs((want.double() * (1 + eps / 4)).to(dtype), want, "t")  # below one ulp
+    drift = 1e-4 if dtype == torch.float32 else 8 * TOLERANCE[dtype]
+    with pytest.raises(ConformanceFailure, match="exceeds"):
+        compare_outputs((want.double() * (1 + drift)).to(dtype), want, "t")
+    with pytest.raises(ConformanceFailure, match="exceeds"):
+        compare_outputs(torch.zeros_like(want), want, "t")
+
+
+def test_structure_dtype_and_shape_are_compared():
+    want = (torch.ones(2, 3), torch.zeros(4))
+    with pytest.raises(ConformanceFailure, match="expected a tuple"):
+        compare_outputs(want[0], want, "t")
+    with pytest.raises(ConformanceFailure, match="expected 2 elements"):
+        compare_outputs(want[:1], want, "t")
+    with pytest.raises(ConformanceFailure, match="dtype"):
+        compare_outputs((want[0].double(), want[1]), want, "t")
+    with pytest.raises(ConformanceFailure, match="shape"):
+        compare_outputs((want[0].T, want[1]), want, "t")
