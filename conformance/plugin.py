@@ -30,6 +30,7 @@ SHORT_NAMES = {
     "restore_semantics": "restore",
     "no_side_effects": "no_side_fx",
     "whole_model": "model",
+    "routing_properties": "hypothesis",
 }
 
 
@@ -51,32 +52,35 @@ def pytest_configure(config: pytest.Config) -> None:
         import torch
 
         torch.set_num_threads(1)
-    spec = config.getoption("--impl") or os.environ.get(ENV_VAR)
-    if spec:
-        try:
-            config.stash[_IMPL] = load_implementation(spec)
-        except ImplementationError as exc:
-            raise pytest.UsageError(str(exc)) from None
+    _register_hypothesis_profiles()
+    spec = config.getoption("--impl") or os.environ.get(ENV_VAR) or "reference"
+    try:
+        config.stash[_IMPL] = load_implementation(spec)
+    except ImplementationError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(_Recorder(config), "moe-conformance-recorder")
-
-
-def implementation(config: pytest.Config) -> Implementation:
-    if _IMPL not in config.stash:
-        try:
-            config.stash[_IMPL] = load_implementation("reference")
-        except ImplementationError as exc:  # pragma: no cover - the reference always loads
-            raise pytest.UsageError(str(exc)) from None
-    return config.stash[_IMPL]
 
 
 @pytest.fixture(scope="session")
 def impl(request: pytest.FixtureRequest) -> Implementation:
-    return implementation(request.config)
+    return request.config.stash[_IMPL]
+
+
+def _register_hypothesis_profiles() -> None:
+    """``ci`` (the default; derandomized so CI cannot flake) and ``dev`` (more examples); pick one with
+    ``HYPOTHESIS_PROFILE``."""
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # hypothesis is a test extra; without it the property tests are not collected
+        return
+    common = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+    settings.register_profile("ci", max_examples=10, derandomize=True, print_blob=True, **common)
+    settings.register_profile("dev", max_examples=100, **common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
-    spec = config.getoption("--impl") or os.environ.get(ENV_VAR) or "reference"
-    return f"moe-conformance: impl={spec}, {_versions()}"
+    return f"moe-conformance: impl={config.stash[_IMPL].describe()}, {_versions()}"
 
 
 def _versions() -> str:
@@ -112,17 +116,15 @@ class _Recorder:
             return
         from tabulate import tabulate
 
-        from .checks import CHECKS
-
         config = self.config
         headers, rows = summarise(self.results)
-        impl = config.stash[_IMPL].describe() if _IMPL in config.stash else "reference"
+        impl = config.stash[_IMPL].describe()
         tr = terminalreporter
         tr.section(f"moe-conformance: {impl}; {_versions()}")
         tr.write_line(tabulate(rows, headers=headers, tablefmt="simple"))
         for reason in sorted({r["message"] for r in self.results if r["outcome"] == "skipped" and r["message"]}):
             tr.write_line(f"skip: {reason}")
-        tr.write_line("checks: " + "; ".join(f"{SHORT_NAMES[n]} = {n}" for n in CHECKS if SHORT_NAMES.get(n, n) != n))
+        tr.write_line("checks: " + "; ".join(f"{short} = {name}" for name, short in SHORT_NAMES.items() if short != name))
         path = config.getoption("--moe-report")
         if path:
             with open(path, "w") as f:
@@ -140,7 +142,8 @@ def summarise(results: list[dict]) -> tuple[list[str], list[list[str]]]:
         if r["arch"] not in archs:
             archs.append(r["arch"])
         cells[(r["arch"], r["check"])].append(r["outcome"])
-    checks = [c for c in CHECKS if any((a, c) in cells for a in archs)]
+    extra = [c for c in dict.fromkeys(r["check"] for r in results) if c not in CHECKS]
+    checks = [c for c in [*CHECKS, *extra] if any((a, c) in cells for a in archs)]
     rows = []
     for arch in sorted(archs):
         row = [arch]
@@ -165,9 +168,8 @@ def environment(config: pytest.Config) -> dict:
     import torch
     import transformers
 
-    impl = config.stash[_IMPL] if _IMPL in config.stash else None
     return {
-        "implementation": impl.describe() if impl else "reference",
+        "implementation": config.stash[_IMPL].describe(),
         "transformers": transformers.__version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
