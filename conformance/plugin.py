@@ -96,8 +96,11 @@ class _Recorder:
     def __init__(self, config: pytest.Config):
         self.config = config
         self.results: list[dict] = []
+        self.completeness: dict | None = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" and "moe_completeness" in dict(report.user_properties):
+            self.completeness = dict(report.user_properties)["moe_completeness"]
         props = dict(report.user_properties).get("moe_conformance")
         # One record per test: its call, or the phase that did not pass (a setup skip, a teardown error).
         if props is None or (report.when != "call" and report.outcome == "passed"):
@@ -112,6 +115,16 @@ class _Recorder:
         self.results.append({**props, "outcome": outcome, "message": message, "nodeid": report.nodeid})
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.completeness:
+            c = self.completeness
+            terminalreporter.section("moe-conformance: MoE classes in the installed transformers")
+            terminalreporter.write_line(
+                f"transformers {c['transformers']}: {c['found']} found, {c['covered']} covered, "
+                f"{len(c['excluded'])} excluded, {len(c['no_wrapper'])} without a wrapper, "
+                f"{len(c['no_fixture'])} without a fixture entry"
+            )
+            for name, reason in sorted(c["excluded"].items()):
+                terminalreporter.write_line(f"excluded: {name}: {reason}")
         if not self.results:
             return
         from tabulate import tabulate
