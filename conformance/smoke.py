@@ -1,0 +1,132 @@
+"""End-to-end calibration smoke: the seeds' README flow (calibrate a model inside ``moe_calibration_context``),
+on a tiny whole model with no network.
+
+Min/max observers — what a static-activation quantizer (FP8, INT8, NVFP4 input scales) records — hang on every
+expert Linear; one calibration pass runs with a deliberately tiny token budget, so natural routing leaves most
+experts unseen. Inside the implementation's context every expert Linear must end with finite, non-empty
+statistics. The same pass without the context shows which experts natural routing left unseen: that contrast is
+why calibration wrappers exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .cases import ArchCase
+from .checks import ConformanceFailure, _call, _is_fused, _label, expert_modules
+from .impl import Implementation
+
+__all__ = ["MinMaxObserver", "SmokeResult", "calibration_smoke"]
+
+
+class MinMaxObserver:
+    """Running min/max of a Linear's input, as a static quantizer's observer keeps them."""
+
+    def __init__(self):
+        self.count = 0
+        self.min = float("inf")
+        self.max = float("-inf")
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        x = args[0].detach()
+        if x.numel() == 0:
+            return
+        self.count += x.reshape(-1, x.shape[-1]).shape[0]
+        self.min = min(self.min, x.min().item())
+        self.max = max(self.max, x.max().item())
+
+    @property
+    def calibrated(self) -> bool:
+        return self.count > 0 and torch.isfinite(torch.tensor([self.min, self.max])).all().item()
+
+
+@dataclass
+class SmokeResult:
+    arch: str
+    tokens: int
+    experts: int  # routed experts over all MoE blocks of the model
+    unseen_without_context: dict[str, list[int]] = field(default_factory=dict)  # block name -> expert ids
+
+    @property
+    def unseen_count(self) -> int:
+        return sum(map(len, self.unseen_without_context.values()))
+
+    def summary(self) -> str:
+        return (
+            f"{self.arch}: {self.tokens} tokens; without the context {self.unseen_count}/{self.experts} experts "
+            f"unseen; with it 0/{self.experts}"
+        )
+
+
+@contextlib.contextmanager
+def _routed_experts(block: nn.Module, num_experts: int):
+    """Collect the expert ids the original block routes tokens to while the context is open."""
+    hit: set[int] = set()
+    experts = block.experts
+    handles = []
+    if _is_fused(experts) or not isinstance(experts, (nn.ModuleList, nn.ModuleDict)):
+        def grab(module, args):
+            index = next((a for a in args[1:] if isinstance(a, torch.Tensor) and not a.is_floating_point()), None)
+            if index is not None:
+                hit.update(int(i) for i in index.unique().tolist() if 0 <= i < num_experts)
+
+        handles.append(experts.register_forward_pre_hook(grab))
+    else:
+        members = list(experts.values() if isinstance(experts, nn.ModuleDict) else experts)[:num_experts]
+        for i, member in enumerate(members):
+            handles.append(member.register_forward_pre_hook(lambda m, a, _i=i: hit.add(_i) if a[0].numel() else None))
+    try:
+        yield hit
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def calibration_smoke(case: ArchCase, impl: Implementation, tokens: int = 2, seed: int = 0) -> SmokeResult:
+    """Calibrate a tiny whole model on ``tokens`` tokens inside the implementation's context; every expert
+    Linear of every MoE block must end with finite, non-empty min/max statistics."""
+    label = _label(case, "default", "all_experts", torch.float32, (1, tokens))
+    model, _ = case.make_model(seed=seed)
+    input_ids = torch.randint(0, case.config["vocab_size"], (1, tokens), generator=torch.Generator().manual_seed(seed))
+    forward = {"use_cache": False}
+    if case.model_decoder_inputs:
+        forward["decoder_input_ids"] = input_ids
+    blocks = [name for name, m in model.named_modules() if type(m).__name__ == case.block]
+    if not blocks:
+        raise ConformanceFailure(f"{label}: the fixture's {case.model_class} holds no {case.block}")
+    modules = dict(model.named_modules())
+
+    result = SmokeResult(case.model_type, tokens, case.experts * len(blocks))
+    with contextlib.ExitStack() as stack:
+        seen = {name: stack.enter_context(_routed_experts(modules[name], case.experts)) for name in blocks}
+        _call(model, (input_ids,), forward, label, f"{case.model_class} without the context")
+    result.unseen_without_context = {n: sorted(set(range(case.experts)) - hit) for n, hit in seen.items()}
+
+    with impl.calibration_context(model, calibrate_all_experts=True):
+        inside = dict(model.named_modules())
+        observers: dict[tuple[str, int, str], MinMaxObserver] = {}
+        handles = []
+        for name in blocks:
+            for e, expert in enumerate(expert_modules(inside[name], case, label)):
+                for lname, linear in expert.named_modules():
+                    if isinstance(linear, nn.Linear):
+                        observer = observers[(name, e, lname)] = MinMaxObserver()
+                        handles.append(linear.register_forward_pre_hook(observer))
+        try:
+            _call(model, (input_ids,), forward, label, f"{case.model_class} inside the context")
+        finally:
+            for h in handles:
+                h.remove()
+    missing = [key for key, observer in observers.items() if not observer.calibrated]
+    if missing:
+        block, e, lname = missing[0]
+        raise ConformanceFailure(
+            f"{label}: {len(missing)} expert Linear(s) ended calibration with no finite statistics, e.g. "
+            f"{block} expert {e} {lname} (without the context {result.unseen_count}/{result.experts} experts were "
+            "unseen; inside it every one must be observed)"
+        )
+    return result
