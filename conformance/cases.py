@@ -50,15 +50,38 @@ class ArchCase:
     projections: int
     variants: dict[str, dict[str, Any]]
     knobs: dict[str, list[Any]]
-    skip: dict[str, str] = field(default_factory=dict)
-    xfail: dict[str, str] = field(default_factory=dict)
+    # check name (or "*") -> reason, or a table {reason, transformers = "<version specifier>", dtype = "..."}
+    # that limits the entry to some transformers versions / dtypes
+    skip: dict[str, Any] = field(default_factory=dict)
+    xfail: dict[str, Any] = field(default_factory=dict)
     # Extra arguments of the block's forward: constant keyword values, keywords passed as None (TOML has no
     # null), and whether random `input_ids` of the input's [batch, sequence] shape are passed too.
     forward_kwargs: dict[str, Any] = field(default_factory=dict)
     forward_none: tuple[str, ...] = ()
     input_ids: bool = False
-    # whole_model: pass the input ids as decoder_input_ids too (encoder-decoder models).
+    # Whole models: pass the input ids as decoder_input_ids too (encoder-decoder models); or feed random
+    # inputs_embeds instead of ids (a model that cannot embed ids itself, like the Qwen3-Omni talker).
     model_decoder_inputs: bool = False
+    model_inputs_embeds: bool = False
+    # The `@use_experts_implementation` layout flags (is_transposed, is_concatenated, has_bias, has_gate) of
+    # fused experts that do not carry them (4.x and undecorated classes), to slice the expected expert weights.
+    expert_layout: dict[str, bool] = field(default_factory=dict)
+    # The original's experts module runs once on [E*T, H] rows, expert-major, each token pre-scaled by its
+    # routing score for that expert and zero where it is not routed there (llama4's dense compute).
+    dense_expert_inputs: bool = False
+    # Experts stored as two `ParallelExperts` modules of the block (weights [E, out, in]), called with the rows
+    # sorted by expert and the per-expert row counts: {"gate_up": name ([E, 2I, H], gate then up), "down": name
+    # ([E, H, I])}. Used where the block holds them (4.57 granite; jetmoe).
+    parallel_experts: dict[str, str] = field(default_factory=dict)
+    # Per-expert weights stacked in tensors of the experts module (DBRX's 2-D [E*I, H]): projection name ->
+    # parameter path below `experts`, viewed as [E, -1, last dim]; those in `expert_weights_transposed` are
+    # stored [in, out] per expert.
+    expert_weights: dict[str, str] = field(default_factory=dict)
+    expert_weights_transposed: tuple[str, ...] = ()
+    # Integer buffers of the block (paths below it) that map token ids to experts ([vocab, k], DeepSeek-V4's
+    # hash routing `gate.tid2eid`): filled with k distinct random expert ids per row, as randomise_ does not
+    # touch integer tensors and all-zero tables would route every token to expert 0.
+    routing_tables: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -115,7 +138,19 @@ class ArchCase:
             kwargs["layer_idx"] = 1
         block = block_cls(config, **kwargs)
         randomise_(block, seed)
-        return block.to(dtype).eval(), config
+        self._fill_routing_tables(block, seed)
+        return self._to_dtype(block, dtype, prefix="mlp."), config
+
+    def _fill_routing_tables(self, block: nn.Module, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed + 7)
+        with torch.no_grad():
+            for path in self.routing_tables:
+                owner, _, name = path.rpartition(".")
+                table = block.get_submodule(owner)._buffers.get(name)
+                if table is None:
+                    continue  # this layer's router has no table (e.g. a plain top-k layer)
+                rows = [torch.randperm(self.experts, generator=generator)[: table.shape[-1]] for _ in range(table.shape[0])]
+                table.copy_(torch.stack(rows))
 
     def make_model(self, seed: int = 0, dtype=torch.float32):
         """A whole causal LM (dense layers beside MoE ones) with random weights, and its config."""
@@ -123,7 +158,39 @@ class ArchCase:
         package = importlib.import_module(f"transformers.models.{self.module.split('.')[0]}")
         model = getattr(package, self.model_class)(config)
         randomise_(model, seed, buffers_in=lambda m: type(m).__name__ == self.block)
-        return model.to(dtype).eval(), config
+        for i, block in enumerate(m for m in model.modules() if type(m).__name__ == self.block):
+            self._fill_routing_tables(block, seed + i)
+        return self._to_dtype(model, dtype), config
+
+    def _to_dtype(self, module: nn.Module, dtype: torch.dtype, prefix: str = "") -> nn.Module:
+        """``module.to(dtype)``, keeping in float32 the parameters and buffers the model class keeps there
+        (``_keep_in_fp32_modules_strict``, as ``from_pretrained`` does: some routers compute in float32 and fail
+        on a bfloat16 weight). A pattern matches whole dotted components of a name; a standalone block's names
+        are matched as if under ``prefix`` (``mlp.``), where the model holds it."""
+        module = module.to(dtype).eval()
+        if dtype == torch.float32 or not self.model_class:
+            return module
+        package = importlib.import_module(f"transformers.models.{self.module.split('.')[0]}")
+        patterns = getattr(getattr(package, self.model_class, None), "_keep_in_fp32_modules_strict", None) or ()
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            dotted = f".{prefix}{name}."
+            if tensor.is_floating_point() and any(f".{p}." in dotted for p in patterns):
+                tensor.data = tensor.data.float()
+        return module
+
+    def make_model_inputs(self, shape: Shape, seed: int, dtype=torch.float32) -> dict[str, Any]:
+        """Keyword inputs of the whole model: random ids (or embeddings), an all-ones attention mask (4.57's
+        multimodal text models mis-detect packed sequences without one), no cache."""
+        generator = torch.Generator().manual_seed(seed)
+        input_ids = torch.randint(0, self.config["vocab_size"], shape, generator=generator)
+        inputs: dict[str, Any] = {"attention_mask": torch.ones_like(input_ids), "use_cache": False}
+        if self.model_inputs_embeds:
+            inputs["inputs_embeds"] = torch.randn(*shape, self.config["hidden_size"], generator=generator).to(dtype)
+        else:
+            inputs["input_ids"] = input_ids
+        if self.model_decoder_inputs:
+            inputs["decoder_input_ids"] = input_ids
+        return inputs
 
     def make_inputs(self, shape: Shape, seed: int, dtype=torch.float32) -> tuple[tuple, dict]:
         generator = torch.Generator().manual_seed(seed)
@@ -133,6 +200,22 @@ class ArchCase:
         if self.input_ids:
             kwargs["input_ids"] = torch.randint(0, self.config["vocab_size"], shape, generator=generator)
         return (hidden,), kwargs
+
+    def expected_gap(self, kind: str, check: str, dtype: torch.dtype | None) -> str | None:
+        """The reason this check is a known ``skip`` or ``xfail`` (``kind``) here, or None."""
+        import transformers
+        from packaging.specifiers import SpecifierSet
+
+        entry = getattr(self, kind).get(check) or getattr(self, kind).get("*")
+        if entry is None:
+            return None
+        if isinstance(entry, str):
+            return entry
+        if "transformers" in entry and transformers.__version__ not in SpecifierSet(entry["transformers"]):
+            return None
+        if "dtype" in entry and (dtype is None or str(dtype).removeprefix("torch.") != entry["dtype"]):
+            return None
+        return entry["reason"]
 
     def variant_overrides(self, variant: str) -> dict[str, Any]:
         return dict(self.variants[variant])
@@ -218,6 +301,13 @@ def load_cases(folder: Path = FIXTURES_DIR) -> list[ArchCase]:
                 forward_none=tuple(entry.get("forward_none", ())),
                 input_ids=entry.get("input_ids", False),
                 model_decoder_inputs=entry.get("model_decoder_inputs", False),
+                model_inputs_embeds=entry.get("model_inputs_embeds", False),
+                expert_layout=entry.get("expert_layout", {}),
+                dense_expert_inputs=entry.get("dense_expert_inputs", False),
+                parallel_experts=entry.get("parallel_experts", {}),
+                expert_weights=entry.get("expert_weights", {}),
+                expert_weights_transposed=tuple(entry.get("expert_weights_transposed", ())),
+                routing_tables=tuple(entry.get("routing_tables", ())),
             )
         )
     return cases

@@ -14,6 +14,7 @@ unpacking code).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import traceback
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -92,9 +93,11 @@ def _call(module: nn.Module, args: tuple, kwargs: dict, label: str, what: str):
         ) from exc
 
 
-def compare_outputs(got: Any, want: Any, label: str, path: str = "output") -> None:
+def compare_outputs(got: Any, want: Any, label: str, path: str = "output", tolerance_dtype: torch.dtype | None = None) -> None:
     """Same structure (tensor / tuple / list), dtype and shape; values within ``TOLERANCE`` of the reference's
-    own scale. Raises ``ConformanceFailure`` naming the element and the worst value."""
+    own scale. Raises ``ConformanceFailure`` naming the element and the worst value. ``tolerance_dtype`` is the
+    precision the computation ran in, where it differs from the output's (a bfloat16 model whose logits come
+    out in float32)."""
     if isinstance(want, torch.Tensor):
         if not isinstance(got, torch.Tensor):
             raise _fail(label, f"{path}: expected a tensor, got {type(got).__name__}")
@@ -116,7 +119,7 @@ def compare_outputs(got: Any, want: Any, label: str, path: str = "output") -> No
         err = (g - w).abs()
         worst = err.argmax()
         relative = err[worst].item() / scale
-        tolerance = TOLERANCE.get(want.dtype, 1e-5)
+        tolerance = TOLERANCE.get(tolerance_dtype or want.dtype, 1e-5)
         if not relative <= tolerance:
             flat = int(torch.nonzero(finite.flatten())[worst])
             index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), want.shape))
@@ -132,7 +135,7 @@ def compare_outputs(got: Any, want: Any, label: str, path: str = "output") -> No
         if len(got) != len(want):
             raise _fail(label, f"{path}: expected {len(want)} elements, got {len(got)}")
         for i, (g, w) in enumerate(zip(got, want)):
-            compare_outputs(g, w, label, f"{path}[{i}]")
+            compare_outputs(g, w, label, f"{path}[{i}]", tolerance_dtype)
         return
     if got != want:
         raise _fail(label, f"{path}: {got!r}, expected {want!r}")
@@ -147,6 +150,9 @@ class Routing:
 
     tokens: torch.Tensor  # [T, H] expert-input rows
     routed: list[list[int]]  # per expert, the token indices routed to it (sorted)
+    # [E, T, H] when each expert receives its own pre-scaled copy of the tokens (``dense_expert_inputs``):
+    # the row expert e received for token t (zero where t is not routed to e).
+    expert_rows: torch.Tensor | None = None
 
 
 def _is_fused(experts: nn.Module) -> bool:
@@ -164,16 +170,68 @@ def _row_indices(rows: torch.Tensor, tokens: torch.Tensor) -> list[int | None]:
     return [int(i) if ok else None for i, ok in zip(first.tolist(), found.tolist())]
 
 
+def _scaled_row_indices(rows: torch.Tensor, routing: Routing, e: int) -> list[int | None]:
+    """For each row an expert received, the token it stands for when tokens reach experts pre-scaled by their
+    routing score (``Routing.expert_rows``): a token routed to expert ``e`` must arrive exactly as the original
+    fed it; a token not routed there (all-experts mode) as a nonzero multiple of the token, the scale being the
+    wrapper's choice."""
+    if rows.numel() == 0:
+        return []
+    routed = torch.zeros(routing.tokens.shape[0], dtype=torch.bool)
+    routed[routing.routed[e]] = True
+    exact = (rows[:, None, :] == routing.expert_rows[e][None, :, :]).all(dim=-1) & routed
+    r, x = rows.double(), routing.tokens.double()
+    scale = (r @ x.T) / (x * x).sum(dim=-1).clamp_min(1e-300)  # [R, T] least-squares multiple of each token
+    residual = (r[:, None, :] - scale[..., None] * x[None]).abs().amax(dim=-1)
+    tolerance = 4 * torch.finfo(rows.dtype).eps * r.abs().amax(dim=-1, keepdim=True)
+    multiple = (residual <= tolerance) & (scale != 0) & ~routed
+    match = exact | multiple
+    first = match.float().argmax(dim=1)
+    return [int(i) if ok else None for i, ok in zip(first.tolist(), match.any(dim=1).tolist())]
+
+
+def _parallel_experts(case: ArchCase, block: nn.Module) -> dict[str, nn.Module] | None:
+    """The block's ``ParallelExperts`` modules by role (``gate_up``, ``down``), where the fixture names them and
+    the block holds them."""
+    try:  # dotted paths: aria's 4.57 grouped GEMMs live at experts.fc1 / experts.fc2
+        modules = {role: block.get_submodule(name) for role, name in case.parallel_experts.items()}
+    except AttributeError:
+        return None  # this version keeps its experts another way (5.x: fused)
+    return modules or None
+
+
 def observe_original(case: ArchCase, block: nn.Module, args: tuple, kwargs: dict, label: str) -> tuple[Any, Routing]:
     """Run the original block once; return its output and its routing, observed through hooks."""
     experts = getattr(block, "experts", None)
     captured: dict[str, Any] = {}
     handles = []
-    if experts is not None and _is_fused(experts):
-        def grab(module, hook_args):
-            captured["tokens"], captured["index"] = hook_args[0].detach(), hook_args[1].detach()
+    parallel = _parallel_experts(case, block)
+    if parallel is not None:
+        captured["rows"] = {i: [] for i in range(case.experts)}
 
-        handles.append(experts.register_forward_pre_hook(grab))
+        def grab(module, hook_args):  # (rows sorted by expert, rows per expert)
+            for i, rows in enumerate(hook_args[0].detach().split(list(hook_args[1]), dim=0)):
+                captured["rows"][i].append(rows)
+
+        handles.append(parallel["gate_up"].register_forward_pre_hook(grab))
+    elif case.dense_expert_inputs:
+        def grab(module, hook_args, hook_kwargs):
+            rows = next(a for a in (*hook_args, *hook_kwargs.values()) if isinstance(a, torch.Tensor))
+            captured["dense"] = rows.detach().reshape(case.experts, -1, rows.shape[-1])
+
+        handles.append(experts.register_forward_pre_hook(grab, with_kwargs=True))
+    elif isinstance(experts, nn.Module) and not isinstance(experts, (nn.ModuleList, nn.ModuleDict)):
+        # One module for all experts (fused 3-D, DBRX's stacked 2-D), called with the tokens and the top-k index.
+        signature = inspect.signature(experts.forward)
+
+        def grab(module, hook_args, hook_kwargs):
+            # Positional or keyword (4.57 gpt-oss passes router_indices=...): the first tensor is the hidden
+            # states, the first integer tensor after it the top-k expert index.
+            tensors = [a for a in signature.bind(*hook_args, **hook_kwargs).arguments.values() if isinstance(a, torch.Tensor)]
+            captured["tokens"] = tensors[0].detach().reshape(-1, tensors[0].shape[-1])
+            captured["index"] = next((a.detach() for a in tensors[1:] if not a.is_floating_point()), None)
+
+        handles.append(experts.register_forward_pre_hook(grab, with_kwargs=True))
     elif isinstance(experts, (nn.ModuleList, nn.ModuleDict)):
         members = list(experts.values() if isinstance(experts, nn.ModuleDict) else experts)
         captured["rows"] = {i: [] for i in range(len(members))}
@@ -192,8 +250,14 @@ def observe_original(case: ArchCase, block: nn.Module, args: tuple, kwargs: dict
     finally:
         for h in handles:
             h.remove()
+    if "dense" in captured:
+        tokens, rows = args[0].detach().reshape(-1, args[0].shape[-1]), captured["dense"]
+        routed = [torch.nonzero((rows[e] != 0).any(dim=-1)).flatten().tolist() for e in range(case.experts)]
+        return out, Routing(tokens, routed, rows)
     if "index" in captured:
         tokens, index = captured["tokens"], captured["index"]
+        if index is None:
+            raise _fail(label, f"cannot observe the original {case.block}: its experts were called without a top-k index")
         routed = [sorted(set(torch.nonzero((index == e).any(dim=-1)).flatten().tolist())) for e in range(case.experts)]
     else:
         tokens = args[0].detach().reshape(-1, args[0].shape[-1])
@@ -263,7 +327,10 @@ def _check_observed(seen, routing: Routing, expected: list[list[int]], label: st
                 )
             if rows.shape[0] == 0 or rows.shape[-1] != hidden:
                 continue  # inner projections: the row count is what can be checked
-            got = _row_indices(rows, routing.tokens)
+            if routing.expert_rows is not None:
+                got = _scaled_row_indices(rows, routing, e)
+            else:
+                got = _row_indices(rows, routing.tokens)
             if None in got:
                 raise _fail(label, f"expert {e} {name} received a row that is none of the block's tokens ({what})")
             if sorted(got) != want:
@@ -342,22 +409,48 @@ def check_output_matches(case, impl, *, variant="default", mode="all_experts", d
     _per_shape(case, impl, variant, mode, dtype, shapes, body, overrides, seed)
 
 
-def _expected_expert_tensors(original_experts: nn.Module, e: int) -> dict[str, torch.Tensor]:
-    """Expert ``e``'s weights as per-expert nn.Linear tensors (``[out, in]``), sliced here from the original."""
+def _expected_weights(case: ArchCase, block: nn.Module, e: int) -> dict[str, torch.Tensor]:
+    """Expert ``e``'s weights as per-expert nn.Linear tensors, from whatever layout the original block has."""
+    if case.expert_weights:
+        out = {}
+        for projection, path in case.expert_weights.items():
+            stacked = block.experts.get_parameter(path).detach()
+            weight = stacked.view(case.experts, -1, stacked.shape[-1])[e]
+            out[f"{projection}.weight"] = weight.T if projection in case.expert_weights_transposed else weight
+        return out
+    parallel = _parallel_experts(case, block)
+    if parallel is None:
+        return _expected_expert_tensors(block.experts, e, case.expert_layout)
+    first, down = parallel["gate_up"].weight[e].detach(), parallel["down"].weight[e].detach()
+    if case.expert_layout.get("is_transposed", False):  # stored [in, out]
+        first, down = first.T, down.T
+    inter = first.shape[0] // 2
+    return {"gate_proj.weight": first[:inter], "up_proj.weight": first[inter:], "down_proj.weight": down}
+
+
+def _expected_expert_tensors(original_experts: nn.Module, e: int, layout: dict[str, bool] | None = None) -> dict[str, torch.Tensor]:
+    """Expert ``e``'s weights as per-expert nn.Linear tensors (``[out, in]``), sliced here from the original.
+    Fused layout flags come from the experts module (``@use_experts_implementation``), else from ``layout``
+    (the fixture's ``expert_layout``), else the transformers defaults."""
     if not _is_fused(original_experts):
         members = list(original_experts.values()) if isinstance(original_experts, nn.ModuleDict) else original_experts
         return {k: v.detach() for k, v in members[e].named_parameters()}
     x = original_experts
-    transposed = getattr(x, "is_transposed", False)
-    has_gate = getattr(x, "has_gate", True)
+    layout = layout or {}
+
+    def flag(name: str, default: bool) -> bool:
+        return getattr(x, name, layout.get(name, default))
+
+    transposed = flag("is_transposed", False)
+    has_gate = flag("has_gate", True)
     orient = (lambda w: w.transpose(-1, -2)) if transposed else (lambda w: w)
     out: dict[str, torch.Tensor] = {}
     first = orient(x.gate_up_proj[e] if has_gate else x.up_proj[e]).detach()
     first_bias = getattr(x, "gate_up_proj_bias" if has_gate else "up_proj_bias", None)
-    first_bias = first_bias[e].detach() if getattr(x, "has_bias", False) and first_bias is not None else None
+    first_bias = first_bias[e].detach() if flag("has_bias", False) and first_bias is not None else None
     if has_gate:
         inter = first.shape[0] // 2
-        if getattr(x, "is_concatenated", True):
+        if flag("is_concatenated", True):
             parts = {"gate_proj": slice(0, inter), "up_proj": slice(inter, None)}
         else:  # interleaved rows: gate0, up0, gate1, up1, ...
             parts = {"gate_proj": slice(0, None, 2), "up_proj": slice(1, None, 2)}
@@ -371,7 +464,7 @@ def _expected_expert_tensors(original_experts: nn.Module, e: int) -> dict[str, t
             out["up_proj.bias"] = first_bias
     out["down_proj.weight"] = orient(x.down_proj[e]).detach()
     down_bias = getattr(x, "down_proj_bias", None)
-    if getattr(x, "has_bias", False) and down_bias is not None:
+    if flag("has_bias", False) and down_bias is not None:
         out["down_proj.bias"] = down_bias[e].detach()
     return out
 
@@ -402,7 +495,7 @@ def check_experts_are_linear(case, impl, *, variant="default", mode="all_experts
                 )
             if linear.bias is not None and tuple(linear.bias.shape) != (linear.out_features,):
                 raise _fail(label, f"expert {e} {name}: bias shape {tuple(linear.bias.shape)}, out_features={linear.out_features}")
-        want = _expected_expert_tensors(block.experts, e)
+        want = _expected_weights(case, block, e)
         got = {n: p.detach() for n, p in expert.named_parameters()}
         if set(got) != set(want):
             raise _fail(label, f"expert {e} parameters are {sorted(got)}, expected {sorted(want)}")
@@ -411,13 +504,19 @@ def check_experts_are_linear(case, impl, *, variant="default", mode="all_experts
             if g.shape != tensor.shape or g.dtype != tensor.dtype or not torch.equal(g, tensor):
                 detail = "shape/dtype" if g.shape != tensor.shape or g.dtype != tensor.dtype else "values"
                 raise _fail(label, f"expert {e} {name} is not a bit-exact slice of the original expert weights ({detail} differ)")
-    expected_total = case.experts * case.projections + _count_linears(block, skip=block.experts)
+    expected_total = case.experts * case.projections + _count_linears(block, skip=getattr(block, "experts", None))
     total = _count_linears(wrapper)
     if total != expected_total:
         raise _fail(
             label, f"the wrapper holds {total} nn.Linear, expected {expected_total} "
             f"({case.experts} experts x {case.projections} projections + the block's other Linears)"
         )
+
+
+def model_output(out: Any) -> torch.Tensor:
+    """A *ForCausalLM's logits; a bare *Model's (multimodal families whose text stack holds the MoE) hidden
+    states."""
+    return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
 
 
 class _Holder(nn.Module):
@@ -543,16 +642,10 @@ def check_whole_model(case, impl, *, variant="default", mode="all_experts", dtyp
     label = _label(case, variant, mode, dtype, (2, 6))
     seed = _seed(case.model_type, "model")
     model, _ = case.make_model(seed=seed, dtype=dtype)
-    input_ids = torch.randint(0, case.config["vocab_size"], (2, 6), generator=torch.Generator().manual_seed(seed))
+    inputs = case.make_model_inputs((2, 6), seed, dtype)
 
     def logits():
-        kwargs = {"use_cache": False}
-        if case.model_decoder_inputs:  # encoder-decoder models (switch_transformers, nllb_moe)
-            kwargs["decoder_input_ids"] = input_ids
-        out = _call(model, (input_ids,), kwargs, label, f"{case.model_class}")
-        # A *ForCausalLM gives logits; a bare *Model (for multimodal families whose text stack is the MoE
-        # part) gives hidden states.
-        return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+        return model_output(_call(model, (), inputs, label, f"{case.model_class}"))
 
     want = logits()
     before = {name: m for name, m in model.named_modules()}
@@ -568,12 +661,12 @@ def check_whole_model(case, impl, *, variant="default", mode="all_experts", dtyp
                     label, f"the context replaced {sorted(replaced) or 'nothing'}; expected exactly the MoE blocks "
                     f"{sorted(moe_blocks)}"
                 )
-            compare_outputs(logits(), want, label, "logits inside the context")
+            compare_outputs(logits(), want, label, "logits inside the context", tolerance_dtype=dtype)
     except ConformanceFailure:
         raise
     except Exception as exc:
         raise _fail(label, f"the calibration context raised {type(exc).__name__}: {exc}") from exc
-    compare_outputs(logits(), want, label, "logits after the context")
+    compare_outputs(logits(), want, label, "logits after the context", tolerance_dtype=dtype)
 
 
 # -- declaration and running ---------------------------------------------------------------------------------

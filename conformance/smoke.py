@@ -91,10 +91,7 @@ def calibration_smoke(case: ArchCase, impl: Implementation, tokens: int = 2, see
     Linear of every MoE block must end with finite, non-empty min/max statistics."""
     label = _label(case, "default", "all_experts", torch.float32, (1, tokens))
     model, _ = case.make_model(seed=seed)
-    input_ids = torch.randint(0, case.config["vocab_size"], (1, tokens), generator=torch.Generator().manual_seed(seed))
-    forward = {"use_cache": False}
-    if case.model_decoder_inputs:
-        forward["decoder_input_ids"] = input_ids
+    inputs = case.make_model_inputs((1, tokens), seed)
     blocks = [name for name, m in model.named_modules() if type(m).__name__ == case.block]
     if not blocks:
         raise ConformanceFailure(f"{label}: the fixture's {case.model_class} holds no {case.block}")
@@ -103,7 +100,7 @@ def calibration_smoke(case: ArchCase, impl: Implementation, tokens: int = 2, see
     result = SmokeResult(case.model_type, tokens, case.experts * len(blocks))
     with contextlib.ExitStack() as stack:
         seen = {name: stack.enter_context(_routed_experts(modules[name], case.experts)) for name in blocks}
-        _call(model, (input_ids,), forward, label, f"{case.model_class} without the context")
+        _call(model, (), inputs, label, f"{case.model_class} without the context")
     result.unseen_without_context = {n: sorted(set(range(case.experts)) - hit) for n, hit in seen.items()}
 
     with impl.calibration_context(model, calibrate_all_experts=True):
@@ -117,7 +114,7 @@ def calibration_smoke(case: ArchCase, impl: Implementation, tokens: int = 2, see
                         observer = observers[(name, e, lname)] = MinMaxObserver()
                         handles.append(linear.register_forward_pre_hook(observer))
         try:
-            _call(model, (input_ids,), forward, label, f"{case.model_class} inside the context")
+            _call(model, (), inputs, label, f"{case.model_class} inside the context")
         finally:
             for h in handles:
                 h.remove()

@@ -26,7 +26,7 @@ def _params():
                         parts += [mode] if mode else []
                         parts += [str(dtype).removeprefix("torch.")] if dtype else []
                         marks = []
-                        reason = case.xfail.get(name) or case.xfail.get("*")
+                        reason = case.expected_gap("xfail", name, dtype)
                         if reason:
                             marks.append(pytest.mark.xfail(reason=reason, strict=True))
                         yield pytest.param(case, name, variant, mode, dtype, id="-".join(parts), marks=marks)
@@ -41,7 +41,7 @@ def test_conformance(case, check, variant, mode, dtype, impl, record_property):
     absent = case.absent_reason()
     if absent:
         pytest.skip(absent)
-    skip = case.skip.get(check) or case.skip.get("*")
+    skip = case.expected_gap("skip", check, dtype)
     if skip:
         pytest.skip(f"{case.model_type}: {skip}")
     kwargs = {"variant": variant}

@@ -15,8 +15,9 @@ def test_every_entry_is_complete_and_its_variants_exist():
     for case in cases:
         assert case.experts > 0 and case.projections in (2, 3), case.model_type
         assert "default" in case.variants
-        for name in list(case.skip) + list(case.xfail):
+        for name, entry in [*case.skip.items(), *case.xfail.items()]:
             assert name == "*" or name in CHECKS, f"{case.model_type}: skip/xfail names unknown check {name!r}"
+            assert isinstance(entry, str) or (isinstance(entry, dict) and entry.get("reason")), case.model_type
 
 
 def test_a_name_defined_twice_is_an_error(tmp_path):

@@ -14,7 +14,7 @@ layouts in different transformers versions (``Qwen3MoeSparseMoeBlock`` holds a M
 - ``MoeMethodMechanism`` (4.x DeepSeek-style blocks): the block's ``moe(hidden, idx, weights)`` method, which
   loops over a ``ModuleList`` of experts, is overridden;
 - a hand-written forward registered in ``CalibrationMoEBlock.legacy_forwards`` for 4.x blocks that route and
-  loop inline (``softmax_topk.py``).
+  loop inline (``legacy_inline_topk.py``).
 
 The original block is never modified, so ``restore`` returns it. Subclasses of ``CalibrationMoEBlock`` (or of a
 mechanism) are specialised the same way, so a variant wrapper only overrides what it changes.

@@ -13,7 +13,8 @@ second copy of the expert weights, and the original stays intact for ``restore``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -111,11 +112,25 @@ class ExpertMLP(nn.Module):
         return self.down_proj(self._apply_gate(gate_up))
 
 
+# The transformers v5 experts calling contract: ``experts(hidden[T, H], top_k_index[T, k], top_k_weights[T, k])``.
+_V5_EXPERTS_PARAMETERS = ["hidden_states", "top_k_index", "top_k_weights"]
+
+
 def is_fused_experts(module: nn.Module) -> bool:
-    """A transformers v5 experts module with 3-D expert parameters (``gate_up_proj``/``up_proj`` + ``down_proj``)."""
+    """A transformers v5 experts module: 3-D expert parameters (``gate_up_proj``/``up_proj`` + ``down_proj``)
+    called as ``experts(hidden, top_k_index, top_k_weights)``: decorated by ``@use_experts_implementation``
+    (which sets the layout flags on the instance) or an undecorated forward with those parameters.
+
+    Fused modules with another contract (llama4's dense ``experts(hidden[E*T, H])``, 4.x gpt-oss's dense
+    routing weights) are not: ``LinearExperts`` could not stand in for them, so they need a hand-written
+    mechanism."""
     down = getattr(module, "down_proj", None)
     first = getattr(module, "gate_up_proj", getattr(module, "up_proj", None))
-    return all(isinstance(p, torch.Tensor) and p.dim() == 3 for p in (down, first))
+    if not all(isinstance(p, torch.Tensor) and p.dim() == 3 for p in (down, first)):
+        return False
+    if "is_transposed" in vars(module):  # set by @use_experts_implementation's __init__
+        return True
+    return list(inspect.signature(module.forward).parameters)[:3] == _V5_EXPERTS_PARAMETERS
 
 
 class LinearExperts(nn.ModuleList):
@@ -123,13 +138,25 @@ class LinearExperts(nn.ModuleList):
     ``experts(hidden_states[T, H], top_k_index[T, k], top_k_weights[T, k]) -> [T, H]``.
 
     Layout flags come from ``@use_experts_implementation`` (``is_transposed``, ``is_concatenated``,
-    ``has_bias``, ``has_gate``); without them the transformers defaults apply.
+    ``has_bias``, ``has_gate``); without them the transformers defaults apply. A wrapper for an undecorated
+    module passes its ``layout`` (the same flag names) and, where the class has no ``_apply_gate``, the gate
+    function ``gate_fn(fused, gate_up)``.
     """
 
-    def __init__(self, fused: nn.Module, calibrate_all_experts: bool = True):
+    def __init__(
+        self,
+        fused: nn.Module,
+        calibrate_all_experts: bool = True,
+        layout: Mapping[str, bool] | None = None,
+        gate_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    ):
         if getattr(fused, "has_post_expert_norm", False):
             raise NotImplementedError(f"{type(fused).__name__}: experts with a post-expert norm are not unpacked yet")
-        super().__init__(unpack_fused_experts(fused))
+        experts: list[nn.Module] = unpack_fused_experts(fused, layout, gate_fn)
+        # Rows of gate_up_proj past down_proj's experts are identity ("zero") experts (LongCat-Flash): routed
+        # like the others, they pass their tokens through, scaled by the routing weight.
+        experts += [nn.Identity() for _ in range(_first_weight(fused, layout).shape[0] - fused.down_proj.shape[0])]
+        super().__init__(experts)
         self.calibrate_all_experts = calibrate_all_experts
 
     @property
@@ -140,25 +167,43 @@ class LinearExperts(nn.ModuleList):
         return dispatch_to_experts(self, hidden_states, top_k_index, top_k_weights, self.calibrate_all_experts)
 
 
-def unpack_fused_experts(fused: nn.Module) -> list[ExpertMLP]:
-    """One ``ExpertMLP`` per expert whose Linear weights are bit-exact views of ``fused``'s 3-D parameters."""
-    transposed = getattr(fused, "is_transposed", False)
-    concatenated = getattr(fused, "is_concatenated", True)
-    has_gate = getattr(fused, "has_gate", True)
-    has_bias = getattr(fused, "has_bias", False)
+def _first_weight(fused: nn.Module, layout: Mapping[str, bool] | None) -> torch.Tensor:
+    has_gate = (layout or {}).get("has_gate", getattr(fused, "has_gate", True))
+    return fused.gate_up_proj if has_gate else fused.up_proj
+
+
+def unpack_fused_experts(
+    fused: nn.Module,
+    layout: Mapping[str, bool] | None = None,
+    gate_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+) -> list[ExpertMLP]:
+    """One ``ExpertMLP`` per expert whose Linear weights are bit-exact views of ``fused``'s 3-D parameters.
+
+    ``layout`` gives the ``@use_experts_implementation`` flags of a module that does not carry them;
+    ``gate_fn(fused, gate_up)`` the gate of a class without ``_apply_gate``."""
+    layout = dict(layout or {})
+
+    def flag(name: str, default: bool) -> bool:
+        return layout[name] if name in layout else getattr(fused, name, default)
+
+    transposed = flag("is_transposed", False)
+    concatenated = flag("is_concatenated", True)
+    has_gate = flag("has_gate", True)
+    has_bias = flag("has_bias", False)
 
     def as_linear_weight(w: torch.Tensor) -> torch.Tensor:
         # nn.Linear keeps [out, in]; transposed fused layouts store [in, out].
         return w.t() if transposed else w
 
-    first = (fused.gate_up_proj if has_gate else fused.up_proj).detach()
+    first = _first_weight(fused, layout).detach()
     down = fused.down_proj.detach()
     first_bias = getattr(fused, "gate_up_proj_bias" if has_gate else "up_proj_bias", None) if has_bias else None
     down_bias = getattr(fused, "down_proj_bias", None) if has_bias else None
     act_fn = getattr(fused, "act_fn", None)
     apply_gate = None
     if has_gate:
-        gate_fn = type(fused)._apply_gate if hasattr(type(fused), "_apply_gate") else None
+        if gate_fn is None and hasattr(type(fused), "_apply_gate"):
+            gate_fn = type(fused)._apply_gate
 
         def apply_gate(gate_up: torch.Tensor, _gate_fn=gate_fn, _fused=fused) -> torch.Tensor:
             if _gate_fn is not None:
@@ -167,7 +212,7 @@ def unpack_fused_experts(fused: nn.Module) -> list[ExpertMLP]:
             return _fused.act_fn(gate) * up
 
     experts = []
-    for e in range(first.shape[0]):
+    for e in range(down.shape[0]):
         w_first = as_linear_weight(first[e])  # [2I, H] (gated) or [I, H]
         b_first = first_bias[e].detach() if first_bias is not None else None
         if has_gate:

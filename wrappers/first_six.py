@@ -9,5 +9,5 @@ register_generic(
     "Glm4MoeLiteMoE",  # 5.x only
     "Glm4MoeMoE",
     "GlmMoeDsaMoE",  # 5.x only
-    "Qwen3MoeSparseMoeBlock",  # 4.57: softmax_topk.py's forward; 5.x: fused experts
+    "Qwen3MoeSparseMoeBlock",  # 4.57: legacy_inline_topk.py's family forward; 5.x: fused experts
 )
