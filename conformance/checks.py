@@ -32,6 +32,7 @@ __all__ = [
     "CheckResult",
     "ConformanceFailure",
     "MODES",
+    "NotApplicable",
     "TOLERANCE",
     "compare_outputs",
     "run_checks",
@@ -466,6 +467,8 @@ def _expected_expert_tensors(original_experts: nn.Module, e: int, layout: dict[s
     down_bias = getattr(x, "down_proj_bias", None)
     if flag("has_bias", False) and down_bias is not None:
         out["down_proj.bias"] = down_bias[e].detach()
+    if flag("has_post_expert_norm", False):  # one norm on every expert's output: each expert holds that same norm
+        out.update({f"post_expert_norm.{k}": v.detach() for k, v in x.post_expert_norm.named_parameters()})
     return out
 
 
@@ -669,6 +672,43 @@ def check_whole_model(case, impl, *, variant="default", mode="all_experts", dtyp
     compare_outputs(logits(), want, label, "logits after the context", tolerance_dtype=dtype)
 
 
+class NotApplicable(Exception):
+    """The check does not apply to this architecture here; pytest reports it as skipped, with the reason."""
+
+
+def _dispatched_experts(experts: nn.Module | None) -> bool:
+    """A transformers v5 ``@use_experts_implementation`` experts module, whose forward dispatches on
+    ``config._experts_implementation``."""
+    return experts is not None and hasattr(experts, "is_concatenated") and hasattr(getattr(experts, "config", None), "_experts_implementation")
+
+
+def check_experts_implementation(case, impl, *, variant="default", mode="all_experts", dtype=torch.float32, shapes=SHAPES):
+    """Under every experts implementation the installed transformers offers (eager, batched_mm, grouped_mm;
+    whole v5 models default to grouped_mm), the wrapper's output equals the original's and its expert Linears
+    still see the tokens they must: a wrapper that keeps a fused fast path bypasses them and silently
+    calibrates nothing."""
+    probe, _ = case.make_block(case.variant_overrides(variant), dtype=dtype)
+    if not _dispatched_experts(getattr(probe, "experts", None)):
+        raise NotApplicable(f"{case.model_type}: {case.block}'s experts have no experts_implementation dispatch here")
+    from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+
+    names = ["eager", *(n for n in ("batched_mm", "grouped_mm") if n in ALL_EXPERTS_FUNCTIONS)]
+    for name in names:
+        for shape in shapes:
+            seed = _seed(case.model_type, variant, shape, name)
+            block, config = case.make_block(case.variant_overrides(variant), seed=seed, dtype=dtype)
+            block.experts.config._experts_implementation = name
+            args, kwargs = case.make_inputs(shape, seed + 1, dtype)
+            label = f"{_label(case, variant, mode, dtype, shape)} [experts_implementation={name}]"
+            want, routing = observe_original(case, block, args, kwargs, label)
+            wrapper = _wrap(impl, block, config, MODES[mode], label)
+            with record_linear_inputs(expert_modules(wrapper, case, label)) as seen:
+                got = _call(wrapper, args, kwargs, label, "the wrapper")
+            expected = [list(range(routing.tokens.shape[0]))] * case.experts if MODES[mode] else routing.routed
+            _check_observed(seen, routing, expected, label, f"calibrate_all_experts={MODES[mode]} under {name}")
+            compare_outputs(got, want, label)
+
+
 # -- declaration and running ---------------------------------------------------------------------------------
 
 
@@ -699,6 +739,7 @@ CHECKS: dict[str, CheckSpec] = {
         CheckSpec("restore_semantics", check_restore_semantics, BOTH_MODES, (torch.float32,), False),
         CheckSpec("no_side_effects", check_no_side_effects, BOTH_MODES, DTYPES, False),
         CheckSpec("whole_model", check_whole_model, BOTH_MODES, DTYPES, False),
+        CheckSpec("experts_implementation", check_experts_implementation, BOTH_MODES, DTYPES, False),
     )
 }
 
@@ -736,6 +777,8 @@ def run_checks(
                     try:
                         spec.function(case, impl, **kwargs)
                         results.append(CheckResult(name, variant, mode, dtype and _dtype_name(dtype), True))
+                    except NotApplicable as reason:
+                        results.append(CheckResult(name, variant, mode, dtype and _dtype_name(dtype), True, f"not applicable: {reason}"))
                     except ConformanceFailure as failure:
                         results.append(CheckResult(name, variant, mode, dtype and _dtype_name(dtype), False, str(failure)))
                         if stop_at_first_failure:

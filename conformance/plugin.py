@@ -30,6 +30,7 @@ SHORT_NAMES = {
     "restore_semantics": "restore",
     "no_side_effects": "no_side_fx",
     "whole_model": "model",
+    "experts_implementation": "exp_impl",
     "routing_properties": "hypothesis",
 }
 
@@ -112,6 +113,8 @@ class _Recorder:
             message = crash.message if crash else str(report.longrepr)
         elif report.outcome == "skipped" and isinstance(report.longrepr, tuple):
             message = report.longrepr[2]
+            if message.startswith("Skipped: not applicable"):
+                outcome = "n/a"
         self.results.append({**props, "outcome": outcome, "message": message, "nodeid": report.nodeid})
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
@@ -135,7 +138,7 @@ class _Recorder:
         tr = terminalreporter
         tr.section(f"moe-conformance: {impl}; {_versions()}")
         tr.write_line(tabulate(rows, headers=headers, tablefmt="simple"))
-        for reason in sorted({r["message"] for r in self.results if r["outcome"] == "skipped" and r["message"]}):
+        for reason in sorted({r["message"] for r in self.results if r["outcome"] == "skipped" and r["message"]}):  # absences
             tr.write_line(f"skip: {reason}")
         tr.write_line("checks: " + "; ".join(f"{short} = {name}" for name, short in SHORT_NAMES.items() if short != name))
         path = config.getoption("--moe-report")
@@ -146,7 +149,8 @@ class _Recorder:
 
 
 def summarise(results: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """The architecture x check table: a cell is 'ok', 'FAIL f/n', 'skip' or 'xfail' over its tests."""
+    """The architecture x check table: a cell is 'ok', 'FAIL f/n', 'skip' (absent from this transformers),
+    'n/a' (the check does not apply) or 'xfail' over its tests."""
     from .checks import CHECKS
 
     cells: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -167,7 +171,9 @@ def summarise(results: list[dict]) -> tuple[list[str], list[list[str]]]:
                 row.append("")
             elif failed:
                 row.append(f"FAIL {failed}/{len(outcomes)}")
-            elif all(o == "skipped" for o in outcomes):
+            elif all(o == "n/a" for o in outcomes):
+                row.append("n/a")
+            elif all(o in ("skipped", "n/a") for o in outcomes):
                 row.append("skip")
             elif any(o == "xfail" for o in outcomes):
                 row.append("xfail")

@@ -164,6 +164,25 @@ class WrongReturnStructure(CalibrationMoEBlock):
         return out[0] if isinstance(out, tuple) else (out, None)
 
 
+class _FastPathLinearExperts(LinearExperts):
+    """Per-expert Linears, except that whenever the model asks for a fused kernel the original fused module
+    runs instead: correct outputs, and not one expert Linear observed."""
+
+    def forward(self, hidden_states, top_k_index, top_k_weights):
+        fused = self._fused[0]
+        if fused.config._experts_implementation not in (None, "eager"):
+            return fused(hidden_states, top_k_index, top_k_weights)
+        return super().forward(hidden_states, top_k_index, top_k_weights)
+
+
+class UsesFusedFastPath(CalibrationMoEBlock):
+    def __init__(self, original, config=None, calibrate_all_experts=True):
+        super().__init__(original, config, calibrate_all_experts)
+        if isinstance(self.experts, LinearExperts):
+            self.experts.__class__ = _FastPathLinearExperts
+            self.experts._fused = [original.experts]  # a list: not registered as a submodule
+
+
 class WrongConstructor(CalibrationMoEBlock):
     """Takes ``module`` where the contract says ``original`` (llm-compressor's positional-vs-keyword bug)."""
 
@@ -222,6 +241,10 @@ def _has_correction_bias(block: nn.Module) -> bool:
     )
 
 
+def _has_dispatched_experts(block: nn.Module) -> bool:
+    return hasattr(getattr(block, "experts", None), "is_concatenated")
+
+
 def _has_scaling_factor(block: nn.Module) -> bool:
     return any(hasattr(getattr(block, r, None), n) for r in ("gate", "router") for n in ("routed_scaling_factor", "route_scale"))
 
@@ -265,6 +288,7 @@ MUTANTS: dict[str, Mutant] = {
         Mutant("wrong_return_structure", WrongReturnStructure, "tuple vs tensor return (router logits dropped)"),
         Mutant("context_not_exception_safe", CorrectSubclass, "replacement not undone when the body raises", context=_context_without_exception_safety),
         Mutant("wrong_constructor", WrongConstructor, "constructor keyword other than 'original'"),
+        Mutant("uses_fused_fast_path", UsesFusedFastPath, "grouped_mm/batched_mm bypass the Linears (ModelOpt #1340)", _has_dispatched_experts),
         Mutant("covers_nothing", CorrectSubclass, "block class never registered (GLM-4.7-Flash before PR #2547)", blocks=("SomeOtherMoE",)),
         Mutant("context_replaces_first_only", CorrectSubclass, "context stops after the first block", context=_context_replacing_first_block_only),
     )
@@ -280,6 +304,7 @@ CAUGHT_BY = {
     "restore_semantics": "restore_returns_wrapper",
     "no_side_effects": "mutates_original_weights",
     "whole_model": "context_replaces_first_only",
+    "experts_implementation": "uses_fused_fast_path",
 }
 
 # Each mutant is an attribute of this module, for ``--impl tests.mutants:<name>``.
