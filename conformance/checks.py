@@ -14,8 +14,11 @@ unpacking code).
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
+import os
 import traceback
+import weakref
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -576,7 +579,7 @@ class _BodyError(Exception):
 def check_restore_semantics(case, impl, *, variant="default", mode="all_experts", dtype=torch.float32, shapes=SHAPES):
     """Through the implementation's context: a non-permanent wrapper leaves the model with the same module
     objects, parameters and buffers bitwise equal and no hooks, also when the body raises; a permanent one
-    stays and its output still matches."""
+    stays, its output still matches, and the block it replaced is released."""
     calibrate_all = MODES[mode]
     shape = shapes[0]
     seed = _seed(case.model_type, variant, "restore")
@@ -601,6 +604,13 @@ def check_restore_semantics(case, impl, *, variant="default", mode="all_experts"
         if model.block is not inside:
             raise _fail(label, "a permanent wrapper did not stay in the model after the context")
         compare_outputs(_call(model, args, kwargs, label, "the model after the context"), want, label, "output after the context")
+        # The block it replaced must be released: held on to, its expert weights stay alive beside the
+        # wrapper's (llm-compressor's contexts once doubled the memory that way).
+        replaced = weakref.ref(block)
+        del block, before, inside
+        gc.collect()
+        if replaced() is not None:
+            raise _fail(label, f"the replaced {case.block} is still alive after the context (held by the wrapper or the context)")
     else:
         _same_as(model, before, label, "after the context")
 
@@ -672,6 +682,55 @@ def check_whole_model(case, impl, *, variant="default", mode="all_experts", dtyp
     compare_outputs(logits(), want, label, "logits after the context", tolerance_dtype=dtype)
 
 
+def _register_hypothesis_profiles() -> None:
+    """``ci`` (the default: derandomized, so a CI run cannot flake) and ``dev`` (more examples, random); pick
+    one with ``HYPOTHESIS_PROFILE``."""
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # a test extra: without it only routing_properties cannot run
+        return
+    common = {
+        "deadline": None,
+        "report_multiple_bugs": False,  # one ConformanceFailure, shrunk, rather than an exception group
+        "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    }
+    settings.register_profile("ci", max_examples=10, derandomize=True, print_blob=True, **common)
+    settings.register_profile("dev", max_examples=100, **common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+_register_hypothesis_profiles()
+
+
+def check_routing_properties(case, impl, *, variant="default", dtype=torch.float32, shapes=SHAPES):
+    """Hypothesis over the fixture's routing ``knobs`` (any combination), any small shape and any seed:
+    every expert observed on every token, routed tokens only, and matching outputs in both modes — so a bug
+    showing only under some configuration or shape is found without hand-picking it."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    @st.composite
+    def configurations(draw):
+        overrides: dict[str, Any] = {}
+        for knob, values in sorted(case.knobs.items()):
+            value = draw(st.sampled_from(values))
+            overrides.update(value if isinstance(value, dict) else {knob: value})
+        shape = (draw(st.integers(1, 3)), draw(st.integers(1, 9)))
+        return overrides, shape, draw(st.integers(0, 2**16))
+
+    @given(configurations())
+    def holds(drawn):
+        overrides, shape, seed = drawn
+        label = f"drawn{overrides}" if overrides else "drawn"
+        common = {"variant": label, "dtype": dtype, "overrides": overrides, "shapes": [shape], "seed": seed}
+        check_all_experts_observed(case, impl, **common)
+        check_routed_tokens_only(case, impl, **common)
+        for mode in MODES:
+            check_output_matches(case, impl, mode=mode, **common)
+
+    holds()
+
+
 class NotApplicable(Exception):
     """The check does not apply to this architecture here; pytest reports it as skipped, with the reason."""
 
@@ -740,6 +799,7 @@ CHECKS: dict[str, CheckSpec] = {
         CheckSpec("no_side_effects", check_no_side_effects, BOTH_MODES, DTYPES, False),
         CheckSpec("whole_model", check_whole_model, BOTH_MODES, DTYPES, False),
         CheckSpec("experts_implementation", check_experts_implementation, BOTH_MODES, DTYPES, False),
+        CheckSpec("routing_properties", check_routing_properties, (None,), (torch.float32,), False),
     )
 }
 

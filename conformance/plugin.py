@@ -53,7 +53,6 @@ def pytest_configure(config: pytest.Config) -> None:
         import torch
 
         torch.set_num_threads(1)
-    _register_hypothesis_profiles()
     spec = config.getoption("--impl") or os.environ.get(ENV_VAR) or "reference"
     try:
         config.stash[_IMPL] = load_implementation(spec)
@@ -65,19 +64,6 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def impl(request: pytest.FixtureRequest) -> Implementation:
     return request.config.stash[_IMPL]
-
-
-def _register_hypothesis_profiles() -> None:
-    """``ci`` (the default; derandomized so CI cannot flake) and ``dev`` (more examples); pick one with
-    ``HYPOTHESIS_PROFILE``."""
-    try:
-        from hypothesis import HealthCheck, settings
-    except ImportError:  # hypothesis is a test extra; without it the property tests are not collected
-        return
-    common = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
-    settings.register_profile("ci", max_examples=10, derandomize=True, print_blob=True, **common)
-    settings.register_profile("dev", max_examples=100, **common)
-    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

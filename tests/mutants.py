@@ -18,6 +18,7 @@ from torch import nn
 
 import wrappers
 from wrappers import CalibrationMoEBlock, LinearExperts
+from wrappers.permanent import PermanentCalibrationMoEBlock
 
 # -- helpers the mutants share ----------------------------------------------------------------------------
 
@@ -183,6 +184,162 @@ class UsesFusedFastPath(CalibrationMoEBlock):
             self.experts._fused = [original.experts]  # a list: not registered as a submodule
 
 
+# -- routing bugs: a DeepSeek-style router re-implemented with one thing wrong ------------------------------
+# (A control with no bug, `deepseek_router_control`, must pass everything: the kills are the bug's alone.)
+
+
+class _DeepseekStyleRouter(nn.Module):
+    """Sigmoid scores; top-k on scores + correction bias within the best ``topk_group`` of ``n_group`` groups
+    (a group scored by its top-2 sum); weights = the unbiased scores, renormalised if ``norm_topk_prob``,
+    times ``routed_scaling_factor``. Returns what the original router returns: ``(logits, weights, index)``
+    in 5.x, ``(index, weights)`` in 4.57."""
+
+    def __init__(self, original: nn.Module, bug: str | None):
+        super().__init__()
+        self.original = original
+        self.bug = bug
+
+    def forward(self, hidden_states):
+        r = self.original
+        reference = r(hidden_states)
+        flat = hidden_states.reshape(-1, r.weight.shape[-1])
+        logits = nn.functional.linear(flat.float(), r.weight.float())
+        scores = logits.softmax(dim=-1) if self.bug == "softmax_instead_of_sigmoid" else logits.sigmoid()
+        choice = scores + r.e_score_correction_bias
+        n_group = getattr(r, "n_group", getattr(r, "num_group", None)) or 1
+        if self.bug != "group_mask_ignored" and n_group > 1:
+            grouped = choice.view(flat.shape[0], n_group, -1)
+            group_scores = grouped.topk(2, dim=-1)[0].sum(dim=-1)
+            keep = torch.zeros_like(group_scores).scatter_(1, group_scores.topk(r.topk_group, dim=-1)[1], 1)
+            choice = choice.masked_fill(~keep.bool().repeat_interleave(grouped.shape[-1], dim=1), float("-inf"))
+        k = r.top_k - 1 if self.bug == "top_k_off_by_one" else r.top_k
+        index = choice.topk(k, dim=-1, sorted=False)[1]
+        weights = scores.gather(1, index)
+        if r.norm_topk_prob and self.bug != "normalisation_ignored":
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        weights = weights * r.routed_scaling_factor
+        return (logits, weights, index) if len(reference) == 3 else (index, weights)
+
+
+def _routing_bug(bug: str | None) -> type:
+    class BrokenRouting(CalibrationMoEBlock):
+        def __init__(self, original, config=None, calibrate_all_experts=True):
+            super().__init__(original, config, calibrate_all_experts)
+            self.gate = _DeepseekStyleRouter(original.gate, bug)
+
+    BrokenRouting.__name__ = BrokenRouting.__qualname__ = f"Routing_{bug or 'control'}"
+    return BrokenRouting
+
+
+def _deepseek_style_router(block: nn.Module) -> bool:
+    import inspect
+
+    router = getattr(block, "gate", None)
+    needed = ("weight", "e_score_correction_bias", "topk_group", "norm_topk_prob", "routed_scaling_factor", "top_k")
+    return (
+        isinstance(router, nn.Module)
+        and all(hasattr(router, a) for a in needed)
+        and (hasattr(router, "n_group") or hasattr(router, "num_group"))
+        and len(inspect.signature(router.forward).parameters) == 1  # routers fed a bias by the block differ
+    )
+
+
+# -- dispatch and unpacking bugs on the v5 per-expert Linears ---------------------------------------------
+
+
+class _ScoreBeforeExpert(LinearExperts):
+    """Scales each expert's *input* by the routing weight instead of its output (llama4's HF semantics applied
+    to a block that scales outputs)."""
+
+    def forward(self, hidden_states, top_k_index, top_k_weights):
+        out = torch.zeros_like(hidden_states)
+        for e, expert in enumerate(self):
+            token_idx, pos = torch.where(top_k_index == e)
+            if self.calibrate_all_experts:
+                expert(hidden_states)
+            if token_idx.numel():
+                rows = expert(hidden_states[token_idx] * top_k_weights[token_idx, pos, None].to(hidden_states.dtype))
+                out.index_add_(0, token_idx, rows.to(out.dtype))
+        return out
+
+
+class _SingleTokenSkipsExperts(LinearExperts):
+    """An early return meant for empty batches also fires for a batch of one token."""
+
+    def forward(self, hidden_states, top_k_index, top_k_weights):
+        if hidden_states.shape[0] <= 1:
+            return torch.zeros_like(hidden_states)
+        return super().forward(hidden_states, top_k_index, top_k_weights)
+
+
+def _experts_class_swap(cls: type) -> type:
+    class SwapsExpertsClass(CalibrationMoEBlock):
+        def __init__(self, original, config=None, calibrate_all_experts=True):
+            super().__init__(original, config, calibrate_all_experts)
+            if isinstance(self.experts, LinearExperts):
+                self.experts.__class__ = cls
+
+    SwapsExpertsClass.__name__ = SwapsExpertsClass.__qualname__ = f"Uses{cls.__name__.lstrip('_')}"
+    return SwapsExpertsClass
+
+
+def _relayout(**flags: bool) -> type:
+    """Unpacks the fused weights with a layout flag read wrong."""
+
+    class WrongLayout(CalibrationMoEBlock):
+        def __init__(self, original, config=None, calibrate_all_experts=True):
+            super().__init__(original, config, calibrate_all_experts)
+            wrong = {name: (not getattr(original.experts, name)) if value is None else value for name, value in flags.items()}
+            self.experts = LinearExperts(original.experts, calibrate_all_experts, wrong)
+
+    WrongLayout.__name__ = WrongLayout.__qualname__ = "WrongLayout_" + "_".join(flags)
+    return WrongLayout
+
+
+class WeightsInFloat32(CalibrationMoEBlock):
+    """Unpacked weights materialised in float32 whatever the model's dtype (llm-compressor 22ebb0578's dtype bug)."""
+
+    def __init__(self, original, config=None, calibrate_all_experts=True):
+        super().__init__(original, config, calibrate_all_experts)
+        for module in _own_experts(self).modules():
+            if isinstance(module, nn.Linear):
+                module.weight = nn.Parameter(module.weight.detach().float(), requires_grad=False)
+
+
+# -- output and restore bugs ------------------------------------------------------------------------------
+
+
+class OutputInFloat32(CalibrationMoEBlock):
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        return (out[0].float(), *out[1:]) if isinstance(out, tuple) else out.float()
+
+
+class ScramblesBatches(CalibrationMoEBlock):
+    """Flattens [B, S, H] sequence-major and unflattens it batch-major: right only when B == 1."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        out = super().forward(hidden_states, *args, **kwargs)
+        first = out[0] if isinstance(out, tuple) else out
+        batch, seq = hidden_states.shape[:2]
+        if hidden_states.dim() == 3 and batch > 1:  # outputs [B, S, H] or flattened [B*S, H] alike
+            first = first.reshape(batch, seq, -1).transpose(0, 1).reshape(first.shape)
+        return (first, *out[1:]) if isinstance(out, tuple) else first
+
+
+class RestoreReturnsCopy(CalibrationMoEBlock):
+    def restore(self, original):
+        return copy.deepcopy(original)
+
+
+class PermanentKeepsOriginal(PermanentCalibrationMoEBlock):
+    """Permanent, and holds on to the block it replaced: with copied experts, two copies of the weights."""
+
+    def __init__(self, original, config=None, calibrate_all_experts=True):
+        super().__init__(original, config, calibrate_all_experts)
+        self.__dict__["_replaced"] = original
+
+
 class WrongConstructor(CalibrationMoEBlock):
     """Takes ``module`` where the contract says ``original`` (llm-compressor's positional-vs-keyword bug)."""
 
@@ -245,6 +402,10 @@ def _has_dispatched_experts(block: nn.Module) -> bool:
     return hasattr(getattr(block, "experts", None), "is_concatenated")
 
 
+def _has_interleaved_experts(block: nn.Module) -> bool:
+    return getattr(getattr(block, "experts", None), "is_concatenated", True) is False
+
+
 def _has_scaling_factor(block: nn.Module) -> bool:
     return any(hasattr(getattr(block, r, None), n) for r in ("gate", "router") for n in ("routed_scaling_factor", "route_scale"))
 
@@ -288,6 +449,19 @@ MUTANTS: dict[str, Mutant] = {
         Mutant("wrong_return_structure", WrongReturnStructure, "tuple vs tensor return (router logits dropped)"),
         Mutant("context_not_exception_safe", CorrectSubclass, "replacement not undone when the body raises", context=_context_without_exception_safety),
         Mutant("wrong_constructor", WrongConstructor, "constructor keyword other than 'original'"),
+        Mutant("softmax_instead_of_sigmoid", _routing_bug("softmax_instead_of_sigmoid"), "scoring function swapped", _deepseek_style_router),
+        Mutant("top_k_off_by_one", _routing_bug("top_k_off_by_one"), "top-k of k - 1", _deepseek_style_router),
+        Mutant("group_mask_ignored", _routing_bug("group_mask_ignored"), "topk_group < n_group ignored", _deepseek_style_router),
+        Mutant("normalisation_ignored", _routing_bug("normalisation_ignored"), "norm_topk_prob ignored", _deepseek_style_router),
+        Mutant("score_before_expert", _experts_class_swap(_ScoreBeforeExpert), "router weight applied to the expert input (llm-compressor #2243)", _has_dispatched_experts),
+        Mutant("missing_transpose", _relayout(is_transposed=None), "fused weights read without/with a transpose", _has_dispatched_experts),
+        Mutant("interleaved_read_as_concatenated", _relayout(is_concatenated=True), "gpt-oss's interleaved gate/up read as halves", _has_interleaved_experts),
+        Mutant("weights_in_float32", WeightsInFloat32, "unpacked weights in the wrong dtype (22ebb0578)"),
+        Mutant("output_in_float32", OutputInFloat32, "output dtype drift"),
+        Mutant("scrambles_batches", ScramblesBatches, "a bug only when batch > 1"),
+        Mutant("single_token_skips_experts", _experts_class_swap(_SingleTokenSkipsExperts), "a bug only for a single token", _has_dispatched_experts),
+        Mutant("restore_returns_copy", RestoreReturnsCopy, "restore() returns a copy of the original"),
+        Mutant("permanent_keeps_original", PermanentKeepsOriginal, "the original kept alive (95c949ad0: 2x memory)"),
         Mutant("uses_fused_fast_path", UsesFusedFastPath, "grouped_mm/batched_mm bypass the Linears (ModelOpt #1340)", _has_dispatched_experts),
         Mutant("covers_nothing", CorrectSubclass, "block class never registered (GLM-4.7-Flash before PR #2547)", blocks=("SomeOtherMoE",)),
         Mutant("context_replaces_first_only", CorrectSubclass, "context stops after the first block", context=_context_replacing_first_block_only),
@@ -310,4 +484,5 @@ CAUGHT_BY = {
 # Each mutant is an attribute of this module, for ``--impl tests.mutants:<name>``.
 globals().update(MUTANTS)
 
+deepseek_router_control = SimpleNamespace(CALIBRATION_WRAPPERS={name: _routing_bug(None) for name in wrappers.GENERIC_BLOCKS})
 correct_subclass = SimpleNamespace(CALIBRATION_WRAPPERS={name: CorrectSubclass for name in wrappers.GENERIC_BLOCKS})

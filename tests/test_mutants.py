@@ -13,7 +13,7 @@ import wrappers
 from conformance import ImplementationError, load_cases, load_implementation, run_checks
 from conformance.checks import CHECKS
 from reference import standardize_lookup_name
-from tests.mutants import CAUGHT_BY, MUTANTS
+from tests.mutants import CAUGHT_BY, MUTANTS, _deepseek_style_router
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = [case for case in load_cases() if not case.absent_reason()]
@@ -55,6 +55,18 @@ def test_every_check_catches_a_mutant_on_its_own(check):
             continue
         results = run_checks(case, impl, checks=[check], stop_at_first_failure=True)
         assert not results[-1].passed, f"{check} did not catch {CAUGHT_BY[check]} on {case.model_type}"
+
+
+@pytest.mark.parametrize("case", GENERIC_CASES, ids=lambda c: c.model_type)
+def test_routing_reimplementation_is_faithful(case):
+    """The routing mutants re-implement DeepSeek-style routing with one bug each; without the bug the same
+    code must pass, so that what kills them is the bug and nothing else."""
+    if not _deepseek_style_router(case.make_block()[0]):
+        pytest.skip(f"{case.model_type} does not route DeepSeek-style")
+    impl = load_implementation("tests.mutants:deepseek_router_control")
+    checks = ["all_experts_observed", "routed_tokens_only", "output_matches"]
+    failures = [r.message for r in run_checks(case, impl, checks=checks) if not r.passed]
+    assert not failures, failures[:2]
 
 
 @pytest.mark.parametrize("case", GENERIC_CASES, ids=lambda c: c.model_type)
