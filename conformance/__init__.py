@@ -11,7 +11,8 @@ Use it from pytest (``pytest conformance --impl SPEC``) or as plain functions::
 """
 
 from .cases import ArchCase, load_cases
-from .checks import CHECKS, CheckResult, ConformanceFailure, run_checks
+from .checks import ConformanceFailure
+from .suite import CHECKS, CheckResult, run_checks
 from .impl import Implementation, ImplementationError, load_implementation
 
 __all__ = [

@@ -33,6 +33,13 @@ Shape = tuple[int, int]
 # (batch, sequence): batch > 1 with an odd length, a single token, batch 1, and a longer batch so that
 # most experts get routed tokens while some still do not.
 SHAPES: tuple[Shape, ...] = ((2, 5), (1, 1), (1, 7), (3, 4))
+# The layer index standalone blocks are built at (for blocks whose constructor takes one): not 0, which some
+# architectures keep dense.
+BLOCK_LAYER_IDX = 1
+
+
+class _Captured(Exception):
+    """Stops a model once a hook has captured what a check needs."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,24 @@ class ArchCase:
     # hash routing `gate.tid2eid`): filled with k distinct random expert ids per row, as randomise_ does not
     # touch integer tensors and all-zero tables would route every token to expert 0.
     routing_tables: tuple[str, ...] = ()
+    # Extra keyword arguments of the block's constructor besides the config (and layer_idx): NLLB-MoE's
+    # `ffn_dim`, Ernie-4.5-VL's per-modality `intermediate_size`.
+    block_kwargs: dict[str, Any] = field(default_factory=dict)
+    # More `_keep_in_fp32_modules_strict`-style patterns: weights the original casts to float32 itself on its
+    # first call (Switch/NLLB routers cast their classifier to `router_dtype` in place). Built that way, as
+    # they are after any first call, so that running the original or a wrapper leaves the block unchanged.
+    keep_in_fp32: tuple[str, ...] = ()
+    # The block is a decoder layer that routes on its own (gemma4: router and experts hang off the layer):
+    # {"model": a model class of the package, built from the block's config; "layers": the path of its layer
+    # list}. The layer's other inputs (position embeddings, masks, ...) are what that model passes to its layer
+    # `BLOCK_LAYER_IDX` (the index standalone blocks are built at) for random ids of the input's shape, captured
+    # with a hook. Caches are left out (a layer appends to them, so a second call would see another input): the
+    # layer runs without one, as in the whole_model check.
+    layer_inputs: dict[str, str] = field(default_factory=dict)
+    # Whole models that take no token ids (a vision tower): their keyword inputs instead, name -> a shape
+    # (random normal floats in the model's dtype) or {tensor = nested integers} (a constant tensor: an image
+    # grid).
+    model_inputs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -135,7 +160,8 @@ class ArchCase:
         block_cls = self.block_class
         kwargs = {}
         if "layer_idx" in inspect.signature(block_cls.__init__).parameters:
-            kwargs["layer_idx"] = 1
+            kwargs["layer_idx"] = BLOCK_LAYER_IDX
+        kwargs.update(self.block_kwargs)
         block = block_cls(config, **kwargs)
         randomise_(block, seed)
         self._fill_routing_tables(block, seed)
@@ -172,6 +198,7 @@ class ArchCase:
             return module
         package = importlib.import_module(f"transformers.models.{self.module.split('.')[0]}")
         patterns = getattr(getattr(package, self.model_class, None), "_keep_in_fp32_modules_strict", None) or ()
+        patterns = (*patterns, *self.keep_in_fp32)
         for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
             dotted = f".{prefix}{name}."
             if tensor.is_floating_point() and any(f".{p}." in dotted for p in patterns):
@@ -182,6 +209,11 @@ class ArchCase:
         """Keyword inputs of the whole model: random ids (or embeddings), an all-ones attention mask (4.57's
         multimodal text models mis-detect packed sequences without one), no cache."""
         generator = torch.Generator().manual_seed(seed)
+        if self.model_inputs:
+            return {
+                name: torch.tensor(spec["tensor"]) if isinstance(spec, dict) else torch.randn(*spec, generator=generator).to(dtype)
+                for name, spec in self.model_inputs.items()
+            }
         input_ids = torch.randint(0, self.config["vocab_size"], shape, generator=generator)
         inputs: dict[str, Any] = {"attention_mask": torch.ones_like(input_ids), "use_cache": False}
         if self.model_inputs_embeds:
@@ -199,7 +231,42 @@ class ArchCase:
         kwargs.update({name: None for name in self.forward_none})
         if self.input_ids:
             kwargs["input_ids"] = torch.randint(0, self.config["vocab_size"], shape, generator=generator)
+        if self.layer_inputs:
+            layer_args, layer_kwargs = self._layer_inputs(shape, generator, dtype)
+            return (hidden, *layer_args), {**layer_kwargs, **kwargs}
         return (hidden,), kwargs
+
+    def _layer_inputs(self, shape: Shape, generator: torch.Generator, dtype) -> tuple[tuple, dict[str, Any]]:
+        """The arguments after the hidden states that ``layer_inputs["model"]`` passes to its layer
+        ``BLOCK_LAYER_IDX`` for random ids of ``shape`` (see ``layer_inputs``)."""
+        from transformers.cache_utils import Cache
+
+        package = importlib.import_module(f"transformers.models.{self.module.split('.')[0]}")
+        model = getattr(package, self.layer_inputs["model"])(self.make_config())
+        model = randomise_(model, 0).to(dtype).eval()
+        layer = model.get_submodule(self.layer_inputs["layers"])[BLOCK_LAYER_IDX]
+        captured: dict[str, Any] = {}
+
+        def grab(module, args, kwargs):
+            captured["args"], captured["kwargs"] = args[1:], kwargs
+            raise _Captured  # the later layers are not needed
+
+        handle = layer.register_forward_pre_hook(grab, with_kwargs=True)
+        input_ids = torch.randint(0, self.config["vocab_size"], shape, generator=generator)
+        try:
+            with torch.no_grad():
+                model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=False)
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        if not captured:
+            raise LookupError(f"{self.model_type}: {self.layer_inputs['model']} never called its layer {BLOCK_LAYER_IDX}")
+
+        def uncached(value):
+            return None if isinstance(value, Cache) else value
+
+        return tuple(map(uncached, captured["args"])), {k: uncached(v) for k, v in captured["kwargs"].items()}
 
     def expected_gap(self, kind: str, check: str, dtype: torch.dtype | None) -> str | None:
         """The reason this check is a known ``skip`` or ``xfail`` (``kind``) here, or None."""
@@ -308,6 +375,10 @@ def load_cases(folder: Path = FIXTURES_DIR) -> list[ArchCase]:
                 expert_weights=entry.get("expert_weights", {}),
                 expert_weights_transposed=tuple(entry.get("expert_weights_transposed", ())),
                 routing_tables=tuple(entry.get("routing_tables", ())),
+                block_kwargs=entry.get("block_kwargs", {}),
+                keep_in_fp32=tuple(entry.get("keep_in_fp32", ())),
+                layer_inputs=entry.get("layer_inputs", {}),
+                model_inputs=entry.get("model_inputs", {}),
             )
         )
     return cases

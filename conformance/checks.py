@@ -31,14 +31,11 @@ from .cases import SHAPES, ArchCase, Shape
 from .impl import ConstructionError, Implementation
 
 __all__ = [
-    "CHECKS",
-    "CheckResult",
     "ConformanceFailure",
     "MODES",
     "NotApplicable",
     "TOLERANCE",
     "compare_outputs",
-    "run_checks",
 ]
 
 MODES = {"all_experts": True, "routed": False}  # mode name -> calibrate_all_experts
@@ -766,81 +763,3 @@ def check_experts_implementation(case, impl, *, variant="default", mode="all_exp
             expected = [list(range(routing.tokens.shape[0]))] * case.experts if MODES[mode] else routing.routed
             _check_observed(seen, routing, expected, label, f"calibrate_all_experts={MODES[mode]} under {name}")
             compare_outputs(got, want, label)
-
-
-# -- declaration and running ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CheckSpec:
-    name: str
-    function: Callable[..., None]
-    modes: tuple[str | None, ...]  # None: the check does not depend on the mode
-    dtypes: tuple[torch.dtype | None, ...]  # None: the check does not depend on the dtype
-    per_variant: bool  # run for every routing variant, or for "default" only
-
-    @property
-    def doc(self) -> str:
-        return (self.function.__doc__ or "").strip().splitlines()[0]
-
-
-BOTH_MODES = ("all_experts", "routed")
-DTYPES = (torch.float32, torch.bfloat16)
-
-CHECKS: dict[str, CheckSpec] = {
-    spec.name: spec
-    for spec in (
-        CheckSpec("covered", check_covered, (None,), (None,), False),
-        CheckSpec("all_experts_observed", check_all_experts_observed, ("all_experts",), DTYPES, True),
-        CheckSpec("routed_tokens_only", check_routed_tokens_only, ("routed",), DTYPES, True),
-        CheckSpec("output_matches", check_output_matches, BOTH_MODES, DTYPES, True),
-        CheckSpec("experts_are_linear", check_experts_are_linear, ("all_experts",), DTYPES, False),
-        CheckSpec("restore_semantics", check_restore_semantics, BOTH_MODES, (torch.float32,), False),
-        CheckSpec("no_side_effects", check_no_side_effects, BOTH_MODES, DTYPES, False),
-        CheckSpec("whole_model", check_whole_model, BOTH_MODES, DTYPES, False),
-        CheckSpec("experts_implementation", check_experts_implementation, BOTH_MODES, DTYPES, False),
-        CheckSpec("routing_properties", check_routing_properties, (None,), (torch.float32,), False),
-    )
-}
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    check: str
-    variant: str
-    mode: str | None
-    dtype: str | None
-    passed: bool
-    message: str = ""
-
-
-def run_checks(
-    case: ArchCase,
-    impl: Implementation,
-    checks: Sequence[str] | None = None,
-    variants: Sequence[str] | None = None,
-    stop_at_first_failure: bool = False,
-) -> list[CheckResult]:
-    """Every (check, variant, mode, dtype) combination ``CHECKS`` declares for ``case``, one named result each
-    (up to the first failure with ``stop_at_first_failure``)."""
-    results = []
-    for name in checks or CHECKS:
-        spec = CHECKS[name]
-        for variant in (variants or list(case.variants)) if spec.per_variant else ["default"]:
-            for mode in spec.modes:
-                for dtype in spec.dtypes:
-                    kwargs = {"variant": variant}
-                    if mode:
-                        kwargs["mode"] = mode
-                    if dtype:
-                        kwargs["dtype"] = dtype
-                    try:
-                        spec.function(case, impl, **kwargs)
-                        results.append(CheckResult(name, variant, mode, dtype and _dtype_name(dtype), True))
-                    except NotApplicable as reason:
-                        results.append(CheckResult(name, variant, mode, dtype and _dtype_name(dtype), True, f"not applicable: {reason}"))
-                    except ConformanceFailure as failure:
-                        results.append(CheckResult(name, variant, mode, dtype and _dtype_name(dtype), False, str(failure)))
-                        if stop_at_first_failure:
-                            return results
-    return results

@@ -32,6 +32,7 @@ SHORT_NAMES = {
     "whole_model": "model",
     "experts_implementation": "exp_impl",
     "routing_properties": "hypothesis",
+    "calibration_smoke": "smoke",
 }
 
 
@@ -84,10 +85,14 @@ class _Recorder:
         self.config = config
         self.results: list[dict] = []
         self.completeness: dict | None = None
+        self.smoke: list[str] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "call" and "moe_completeness" in dict(report.user_properties):
-            self.completeness = dict(report.user_properties)["moe_completeness"]
+        properties = dict(report.user_properties)
+        if report.when == "call" and "moe_completeness" in properties:
+            self.completeness = properties["moe_completeness"]
+        if report.when == "call" and "moe_smoke" in properties:
+            self.smoke.append(properties["moe_smoke"])
         props = dict(report.user_properties).get("moe_conformance")
         # One record per test: its call, or the phase that did not pass (a setup skip, a teardown error).
         if props is None or (report.when != "call" and report.outcome == "passed"):
@@ -114,6 +119,10 @@ class _Recorder:
             )
             for name, reason in sorted(c["excluded"].items()):
                 terminalreporter.write_line(f"excluded: {name}: {reason}")
+        if self.smoke:
+            terminalreporter.section("moe-conformance: calibration smoke (experts natural routing left unseen)")
+            for line in sorted(self.smoke):
+                terminalreporter.write_line(line)
         if not self.results:
             return
         from tabulate import tabulate
@@ -137,7 +146,7 @@ class _Recorder:
 def summarise(results: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The architecture x check table: a cell is 'ok', 'FAIL f/n', 'skip' (absent from this transformers),
     'n/a' (the check does not apply) or 'xfail' over its tests."""
-    from .checks import CHECKS
+    from .suite import CHECKS
 
     cells: dict[tuple[str, str], list[str]] = defaultdict(list)
     archs: list[str] = []

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from .cases import ArchCase
-from .checks import ConformanceFailure, _call, _is_fused, _label, expert_modules
+from .checks import ConformanceFailure, _call, _is_fused, _label, _parallel_experts, expert_modules
 from .impl import Implementation
 
-__all__ = ["MinMaxObserver", "SmokeResult", "calibration_smoke"]
+__all__ = ["MinMaxObserver", "SmokeResult", "calibration_smoke", "check_calibration_smoke"]
 
 
 class MinMaxObserver:
@@ -63,12 +63,18 @@ class SmokeResult:
 
 
 @contextlib.contextmanager
-def _routed_experts(block: nn.Module, num_experts: int):
+def _routed_experts(case: ArchCase, block: nn.Module, num_experts: int):
     """Collect the expert ids the original block routes tokens to while the context is open."""
     hit: set[int] = set()
-    experts = block.experts
+    experts = getattr(block, "experts", None)
     handles = []
-    if _is_fused(experts) or not isinstance(experts, (nn.ModuleList, nn.ModuleDict)):
+    parallel = _parallel_experts(case, block)
+    if parallel is not None:  # ParallelExperts: called with the rows sorted by expert and the per-expert counts
+        def grab(module, args):
+            hit.update(i for i, count in enumerate(args[1]) if int(count) > 0 and i < num_experts)
+
+        handles.append(parallel["gate_up"].register_forward_pre_hook(grab))
+    elif _is_fused(experts) or not isinstance(experts, (nn.ModuleList, nn.ModuleDict)):
         def grab(module, args):
             index = next((a for a in args[1:] if isinstance(a, torch.Tensor) and not a.is_floating_point()), None)
             if index is not None:
@@ -99,7 +105,7 @@ def calibration_smoke(case: ArchCase, impl: Implementation, tokens: int = 2, see
 
     result = SmokeResult(case.model_type, tokens, case.experts * len(blocks))
     with contextlib.ExitStack() as stack:
-        seen = {name: stack.enter_context(_routed_experts(modules[name], case.experts)) for name in blocks}
+        seen = {name: stack.enter_context(_routed_experts(case, modules[name], case.experts)) for name in blocks}
         _call(model, (), inputs, label, f"{case.model_class} without the context")
     result.unseen_without_context = {n: sorted(set(range(case.experts)) - hit) for n, hit in seen.items()}
 
@@ -127,3 +133,11 @@ def calibration_smoke(case: ArchCase, impl: Implementation, tokens: int = 2, see
             "unseen; inside it every one must be observed)"
         )
     return result
+
+
+def check_calibration_smoke(case: ArchCase, impl: Implementation, *, variant: str = "default", dtype=torch.float32, **_) -> SmokeResult:
+    """End to end: a tiny whole model calibrated on two tokens inside the implementation's context leaves every
+    expert Linear with finite, non-empty min/max statistics (without the context, most experts stay unseen)."""
+    if not case.model_class:
+        raise ConformanceFailure(f"{case.model_type}: the fixture names no model_class for the calibration smoke")
+    return calibration_smoke(case, impl)

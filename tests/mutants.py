@@ -479,6 +479,8 @@ CAUGHT_BY = {
     "no_side_effects": "mutates_original_weights",
     "whole_model": "context_replaces_first_only",
     "experts_implementation": "uses_fused_fast_path",
+    "routing_properties": "drift_1e_4",
+    "calibration_smoke": "ignores_calibrate_all_experts",
 }
 
 # Each mutant is an attribute of this module, for ``--impl tests.mutants:<name>``.

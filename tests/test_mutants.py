@@ -8,14 +8,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 
 import wrappers
 from conformance import ImplementationError, load_cases, load_implementation, run_checks
-from conformance.checks import CHECKS
+from conformance.suite import CHECKS
 from reference import standardize_lookup_name
 from tests.mutants import CAUGHT_BY, MUTANTS, _deepseek_style_router
 
 REPO = Path(__file__).resolve().parent.parent
+# Killing a mutant needs one failing example, not a shrunk one: shrinking would replay the suite dozens of times.
+settings.register_profile("kill", settings.get_profile("ci"), phases=[Phase.explicit, Phase.reuse, Phase.generate])
+settings.load_profile("kill")
 CASES = [case for case in load_cases() if not case.absent_reason()]
 GENERIC_CASES = [case for case in CASES if standardize_lookup_name(case.block) in wrappers.GENERIC_BLOCKS]
 

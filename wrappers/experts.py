@@ -29,13 +29,15 @@ def dispatch_to_experts(
     top_k_weights: torch.Tensor,
     calibrate_all_experts: bool,
     accumulate_dtype: torch.dtype | None = None,
+    weighted_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Combine ``sum_k top_k_weights[t, k] * experts[top_k_index[t, k]](hidden_states[t])`` for every token t.
 
     ``hidden_states`` is ``[T, H]``; ``top_k_index``/``top_k_weights`` are ``[T, k]``. Indices outside
     ``[0, len(experts))`` are skipped (transformers uses ``num_experts`` as an expert-parallel sentinel).
     The sum is accumulated in ``accumulate_dtype`` (default: the input dtype), each contribution cast to it
-    first, as transformers does.
+    first, as transformers does. ``weighted_fn``, where given, transforms each expert's weighted rows before
+    they are summed (NLLB-MoE's token dropout).
     """
     num_experts = len(experts)
     out = torch.zeros(hidden_states.shape, dtype=accumulate_dtype or hidden_states.dtype, device=hidden_states.device)
@@ -56,6 +58,8 @@ def dispatch_to_experts(
         else:
             expert_out = expert(hidden_states[token_idx])
         contribution = expert_out * top_k_weights[token_idx, top_k_pos, None]
+        if weighted_fn is not None:
+            contribution = weighted_fn(contribution)
         out.index_add_(0, token_idx, contribution.to(out.dtype))
     return out
 
@@ -72,7 +76,9 @@ def _linear_view(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
 
 class ExpertMLP(nn.Module):
     """One expert as separate Linears: ``down_proj(gate(gate_proj(x), up_proj(x)))``, or
-    ``down_proj(act(up_proj(x)))`` when the experts have no gate.
+    ``down_proj(act(up_proj(x)))`` when the experts have no gate; then ``post_expert_norm`` where the experts
+    have one (``has_post_expert_norm``: one norm module, shared by every expert, on each expert's output before
+    the routing weight, as transformers' eager, batched and grouped forwards apply it).
 
     ``apply_gate`` is the experts class's own gating function, fed the projection output in the fused layout it
     expects (concatenated ``[gate, up]`` or interleaved ``[g0, u0, g1, u1, ...]``), so custom gates (gpt-oss's
@@ -87,6 +93,7 @@ class ExpertMLP(nn.Module):
         apply_gate: Callable[[torch.Tensor], torch.Tensor] | None,
         act_fn: nn.Module | Callable,
         interleaved: bool = False,
+        post_expert_norm: nn.Module | None = None,
     ):
         super().__init__()
         if gate_proj is not None:
@@ -94,6 +101,8 @@ class ExpertMLP(nn.Module):
         self.up_proj = up_proj
         self.down_proj = down_proj
         self.act_fn = act_fn
+        if post_expert_norm is not None:
+            self.post_expert_norm = post_expert_norm
         self._apply_gate = apply_gate
         self._interleaved = interleaved
 
@@ -102,14 +111,19 @@ class ExpertMLP(nn.Module):
         return "gate_proj" in self._modules
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.down_proj(self._activation(x))
+        norm = self._modules.get("post_expert_norm")
+        return out if norm is None else norm(out)
+
+    def _activation(self, x: torch.Tensor) -> torch.Tensor:
         if not self.has_gate:
-            return self.down_proj(self.act_fn(self.up_proj(x)))
+            return self.act_fn(self.up_proj(x))
         gate, up = self.gate_proj(x), self.up_proj(x)
         if self._interleaved:
             gate_up = torch.stack((gate, up), dim=-1).flatten(-2)
         else:
             gate_up = torch.cat((gate, up), dim=-1)
-        return self.down_proj(self._apply_gate(gate_up))
+        return self._apply_gate(gate_up)
 
 
 # The transformers v5 experts calling contract: ``experts(hidden[T, H], top_k_index[T, k], top_k_weights[T, k])``.
@@ -138,7 +152,7 @@ class LinearExperts(nn.ModuleList):
     ``experts(hidden_states[T, H], top_k_index[T, k], top_k_weights[T, k]) -> [T, H]``.
 
     Layout flags come from ``@use_experts_implementation`` (``is_transposed``, ``is_concatenated``,
-    ``has_bias``, ``has_gate``); without them the transformers defaults apply. A wrapper for an undecorated
+    ``has_bias``, ``has_gate``, ``has_post_expert_norm``); without them the transformers defaults apply. A wrapper for an undecorated
     module passes its ``layout`` (the same flag names) and, where the class has no ``_apply_gate``, the gate
     function ``gate_fn(fused, gate_up)``.
     """
@@ -150,21 +164,32 @@ class LinearExperts(nn.ModuleList):
         layout: Mapping[str, bool] | None = None,
         gate_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
     ):
-        if getattr(fused, "has_post_expert_norm", False):
-            raise NotImplementedError(f"{type(fused).__name__}: experts with a post-expert norm are not unpacked yet")
         experts: list[nn.Module] = unpack_fused_experts(fused, layout, gate_fn)
         # Rows of gate_up_proj past down_proj's experts are identity ("zero") experts (LongCat-Flash): routed
         # like the others, they pass their tokens through, scaled by the routing weight.
         experts += [nn.Identity() for _ in range(_first_weight(fused, layout).shape[0] - fused.down_proj.shape[0])]
         super().__init__(experts)
         self.calibrate_all_experts = calibrate_all_experts
+        # The config whose `_experts_implementation` picks the decorated original's forward (read per call, as
+        # the decorator does); undecorated modules always run their own, eager, arithmetic.
+        self._dispatch_config = fused.config if "is_transposed" in vars(fused) else None
 
     @property
     def num_experts(self) -> int:
         return len(self)
 
     def forward(self, hidden_states, top_k_index, top_k_weights):
-        return dispatch_to_experts(self, hidden_states, top_k_index, top_k_weights, self.calibrate_all_experts)
+        # The arithmetic of the forward the original would run: eager casts each weighted contribution to the
+        # hidden dtype and index_adds there; batched_mm/grouped_mm (a whole v5 model's default) sum in float32
+        # and cast once. Both are the same in float32; in bfloat16 they differ by rounding that deep models
+        # amplify, so a wrapper matching only eager would not match the model's own default output.
+        implementation = getattr(self._dispatch_config, "_experts_implementation", None)
+        if implementation in (None, "eager"):
+            return dispatch_to_experts(self, hidden_states, top_k_index, top_k_weights, self.calibrate_all_experts)
+        out = dispatch_to_experts(
+            self, hidden_states, top_k_index, top_k_weights, self.calibrate_all_experts, accumulate_dtype=torch.float32
+        )
+        return out.to(hidden_states.dtype)
 
 
 def _first_weight(fused: nn.Module, layout: Mapping[str, bool] | None) -> torch.Tensor:
@@ -190,6 +215,7 @@ def unpack_fused_experts(
     concatenated = flag("is_concatenated", True)
     has_gate = flag("has_gate", True)
     has_bias = flag("has_bias", False)
+    post_expert_norm = fused.post_expert_norm if flag("has_post_expert_norm", False) else None
 
     def as_linear_weight(w: torch.Tensor) -> torch.Tensor:
         # nn.Linear keeps [out, in]; transposed fused layouts store [in, out].
@@ -227,6 +253,9 @@ def unpack_fused_experts(
             gate_proj, up_proj = None, _linear_view(w_first, b_first)
         down_proj = _linear_view(as_linear_weight(down[e]), down_bias[e].detach() if down_bias is not None else None)
         experts.append(
-            ExpertMLP(gate_proj, up_proj, down_proj, apply_gate, act_fn, interleaved=has_gate and not concatenated)
+            ExpertMLP(
+                gate_proj, up_proj, down_proj, apply_gate, act_fn, interleaved=has_gate and not concatenated,
+                post_expert_norm=post_expert_norm,
+            )
         )
     return experts
