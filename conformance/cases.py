@@ -107,6 +107,13 @@ class ArchCase:
     # (random normal floats in the model's dtype) or {tensor = nested integers} (a constant tensor: an image
     # grid).
     model_inputs: dict[str, Any] = field(default_factory=dict)
+    # Whole models built from a composite config (DiffusionGemma's): {"config_class": its class in the
+    # package, "under": the sub-config key the block's config goes under, "config": the composite's other
+    # kwargs (tiny sibling sub-configs, e.g. a vision tower's)}.
+    model_composite: dict[str, Any] = field(default_factory=dict)
+    # Other covered block classes the whole model also holds (DiffusionGemma's encoder layers beside its
+    # decoder layers): whole_model expects the context to replace those too.
+    model_also_holds: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -182,8 +189,12 @@ class ArchCase:
         """A whole causal LM (dense layers beside MoE ones) with random weights, and its config."""
         config = self.make_config(whole_model=True)
         package = importlib.import_module(f"transformers.models.{self.module.split('.')[0]}")
+        if self.model_composite:
+            composite = getattr(package, self.model_composite["config_class"])
+            config = composite(**{self.model_composite["under"]: config}, **self.model_composite.get("config", {}))
         model = getattr(package, self.model_class)(config)
-        randomise_(model, seed, buffers_in=lambda m: type(m).__name__ == self.block)
+        held = {self.block, *self.model_also_holds}
+        randomise_(model, seed, buffers_in=lambda m: type(m).__name__ in held)
         for i, block in enumerate(m for m in model.modules() if type(m).__name__ == self.block):
             self._fill_routing_tables(block, seed + i)
         return self._to_dtype(model, dtype), config
@@ -379,6 +390,8 @@ def load_cases(folder: Path = FIXTURES_DIR) -> list[ArchCase]:
                 keep_in_fp32=tuple(entry.get("keep_in_fp32", ())),
                 layer_inputs=entry.get("layer_inputs", {}),
                 model_inputs=entry.get("model_inputs", {}),
+                model_composite=entry.get("model_composite", {}),
+                model_also_holds=tuple(entry.get("model_also_holds", ())),
             )
         )
     return cases
