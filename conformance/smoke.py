@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .cases import ArchCase
-from .checks import ConformanceFailure, _call, _is_fused, _label, _parallel_experts, expert_modules
+from .checks import ConformanceFailure, _call, _is_fused, _label, _parallel_experts, _seed, expert_modules
 from .impl import Implementation
 
 __all__ = ["MinMaxObserver", "SmokeResult", "calibration_smoke", "check_calibration_smoke"]
@@ -140,4 +140,4 @@ def check_calibration_smoke(case: ArchCase, impl: Implementation, *, variant: st
     expert Linear with finite, non-empty min/max statistics (without the context, most experts stay unseen)."""
     if not case.model_class:
         raise ConformanceFailure(f"{case.model_type}: the fixture names no model_class for the calibration smoke")
-    return calibration_smoke(case, impl)
+    return calibration_smoke(case, impl, seed=_seed(case.model_type, "smoke"))

@@ -8,6 +8,8 @@ bit-exact into the same structure. Nothing is registered: the reference registry
 
 from __future__ import annotations
 
+import torch
+
 from .blocks import CalibrationMoEBlock
 
 __all__ = ["PermanentCalibrationMoEBlock", "CALIBRATION_WRAPPERS"]
@@ -16,8 +18,27 @@ __all__ = ["PermanentCalibrationMoEBlock", "CALIBRATION_WRAPPERS"]
 class PermanentCalibrationMoEBlock(CalibrationMoEBlock):
     is_permanent = True
 
+    def __init__(self, original, config=None, calibrate_all_experts: bool = True):
+        super().__init__(original, config, calibrate_all_experts)
+        self.register_state_dict_post_hook(_contiguous_entries)
+
     def restore(self, original):
         return self
+
+
+def _contiguous_entries(module, state_dict, prefix, local_metadata) -> None:
+    """Checkpoints get one contiguous tensor per key: a strided view (a transposed or interleaved fused layout)
+    is copied at save time only, one tensor at a time, rather than while calibrating; so is every further key of
+    a module all experts share (muse-spark's post-expert norm), which a checkpoint must not store as aliases."""
+    seen: set[tuple] = set()
+    for key, tensor in state_dict.items():
+        if not key.startswith(prefix) or not isinstance(tensor, torch.Tensor):
+            continue
+        # state_dict detaches each entry anew, so an alias shows as the same memory, shape and strides
+        identity = (tensor.data_ptr(), tuple(tensor.shape), tuple(tensor.stride()))
+        if identity in seen or not tensor.is_contiguous():
+            state_dict[key] = tensor.detach().clone(memory_format=torch.contiguous_format)
+        seen.add(identity)
 
 
 def __getattr__(name: str):
