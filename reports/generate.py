@@ -5,7 +5,7 @@
 
 Runs the conformance suite with the current interpreter (``pytest conformance --moe-report``), then writes
 ``reports/<impl>-transformers-<version>.md`` (the architecture x check table, every failure's first message, the
-skips with their reasons) and the raw ``.json`` beside it. ``tox run -e report-tf457,report-tf518,report-tf523``
+skips with their reasons) and, with ``--json``, every result as JSON beside it. ``tox run -e report-tf457,report-tf518,report-tf523``
 regenerates the reference reports for every supported version.
 """
 
@@ -87,13 +87,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--impl", default="reference")
     parser.add_argument("-n", "--workers", default="2", help="pytest-xdist workers (default 2)")
+    parser.add_argument("--json", action="store_true", help="also write every result as JSON beside the report")
     args = parser.parse_args()
     data = run_suite(args.impl, args.workers)
     version = data["environment"]["transformers"]
     stem = f"{args.impl.replace(':', '-').replace('.', '_')}-transformers-{version}"
     (REPORTS / f"{stem}.md").write_text(render(data))
-    (REPORTS / f"{stem}.json").write_text(json.dumps(data, separators=(",", ":")) + "\n")
-    print(f"wrote reports/{stem}.md and .json (suite exit code {data['exit_code']})")
+    written = [f"reports/{stem}.md"]
+    if args.json:
+        (REPORTS / f"{stem}.json").write_text(json.dumps(data, separators=(",", ":")) + "\n")
+        written.append(f"reports/{stem}.json")
+    print(f"wrote {' and '.join(written)} (suite exit code {data['exit_code']})")
 
 
 if __name__ == "__main__":
