@@ -7,7 +7,7 @@ for every routing variant of the fixtures.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +45,22 @@ class CheckSpec:
     @property
     def doc(self) -> str:
         return (self.function.__doc__ or "").strip().splitlines()[0]
+
+    def combinations(self, case: ArchCase, variants: Sequence[str] | None = None) -> Iterator[tuple[str, str | None, torch.dtype | None]]:
+        """Every (variant, mode, dtype) this check runs under for ``case``."""
+        for variant in (variants or list(case.variants)) if self.per_variant else ["default"]:
+            for mode in self.modes:
+                for dtype in self.dtypes:
+                    yield variant, mode, dtype
+
+    def run(self, case: ArchCase, impl: Implementation, variant: str, mode: str | None, dtype: torch.dtype | None):
+        """Run the check once; it raises ``ConformanceFailure`` or ``NotApplicable``, or returns."""
+        kwargs: dict = {"variant": variant}
+        if mode:
+            kwargs["mode"] = mode
+        if dtype:
+            kwargs["dtype"] = dtype
+        return self.function(case, impl, **kwargs)
 
 
 BOTH_MODES = ("all_experts", "routed")
@@ -90,21 +106,16 @@ def run_checks(
     results = []
     for name in checks or CHECKS:
         spec = CHECKS[name]
-        for variant in (variants or list(case.variants)) if spec.per_variant else ["default"]:
-            for mode in spec.modes:
-                for dtype in spec.dtypes:
-                    kwargs = {"variant": variant}
-                    if mode:
-                        kwargs["mode"] = mode
-                    if dtype:
-                        kwargs["dtype"] = dtype
-                    try:
-                        spec.function(case, impl, **kwargs)
-                        results.append(CheckResult(name, variant, mode, dtype and _dtype_name(dtype), True))
-                    except NotApplicable as reason:
-                        results.append(CheckResult(name, variant, mode, dtype and _dtype_name(dtype), True, f"not applicable: {reason}"))
-                    except ConformanceFailure as failure:
-                        results.append(CheckResult(name, variant, mode, dtype and _dtype_name(dtype), False, str(failure)))
-                        if stop_at_first_failure:
-                            return results
+        for variant, mode, dtype in spec.combinations(case, variants):
+            dtype_name = dtype and _dtype_name(dtype)
+            try:
+                spec.run(case, impl, variant, mode, dtype)
+                results.append(CheckResult(name, variant, mode, dtype_name, True))
+            except NotApplicable as reason:
+                results.append(CheckResult(name, variant, mode, dtype_name, True, f"not applicable: {reason}"))
+            except ConformanceFailure as failure:
+                results.append(CheckResult(name, variant, mode, dtype_name, False, str(failure)))
+                if stop_at_first_failure:
+                    return results
+    return results
     return results

@@ -18,19 +18,12 @@ CASES = load_cases()
 def _params():
     for case in CASES:
         for name, spec in CHECKS.items():
-            for variant in case.variants if spec.per_variant else ["default"]:
-                for mode in spec.modes:
-                    for dtype in spec.dtypes:
-                        parts = [case.model_type, name]
-                        if spec.per_variant:
-                            parts.append(variant)
-                        parts += [mode] if mode else []
-                        parts += [str(dtype).removeprefix("torch.")] if dtype else []
-                        marks = []
-                        reason = case.expected_gap("xfail", name, dtype)
-                        if reason:
-                            marks.append(pytest.mark.xfail(reason=reason, strict=True))
-                        yield pytest.param(case, name, variant, mode, dtype, id="-".join(parts), marks=marks)
+            for variant, mode, dtype in spec.combinations(case):
+                parts = [case.model_type, name, *([variant] if spec.per_variant else []), *([mode] if mode else [])]
+                parts += [str(dtype).removeprefix("torch.")] if dtype else []
+                reason = case.expected_gap("xfail", name, dtype)
+                marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+                yield pytest.param(case, name, variant, mode, dtype, id="-".join(parts), marks=marks)
 
 
 @pytest.mark.parametrize(("case", "check", "variant", "mode", "dtype"), list(_params()))
@@ -45,13 +38,8 @@ def test_conformance(case, check, variant, mode, dtype, impl, record_property):
     skip = case.expected_gap("skip", check, dtype)
     if skip:
         pytest.skip(f"{case.model_type}: {skip}")
-    kwargs = {"variant": variant}
-    if mode:
-        kwargs["mode"] = mode
-    if dtype:
-        kwargs["dtype"] = dtype
     try:
-        outcome = CHECKS[check].function(case, impl, **kwargs)
+        outcome = CHECKS[check].run(case, impl, variant, mode, dtype)
     except NotApplicable as reason:
         pytest.skip(f"not applicable: {reason}")
     if hasattr(outcome, "summary"):  # the calibration smoke: what natural routing left unseen, for the summary

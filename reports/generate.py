@@ -83,16 +83,48 @@ def render(data: dict) -> str:
     return "\n".join(lines)
 
 
+def kill_table_section(workers: str) -> str:
+    """The mutation kill table of tests/test_mutants.py: per mutant, the first check that caught it, counted
+    over the architectures it applies to."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "kills.json"
+        command = [sys.executable, "-m", "pytest", "tests/test_mutants.py", "-q", "-n", workers, "-k", "test_mutant_is_caught", f"--kill-report={raw}"]
+        run = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        if not raw.exists():
+            sys.exit(f"the mutation tests produced no kill table (exit {run.returncode}):\n{run.stdout[-3000:]}")
+        kills = json.loads(raw.read_text())
+    verdicts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for mutant, _arch, verdict in kills:
+        verdicts[mutant][verdict] += 1
+    applicable = [v for _, _, v in kills if v != "n/a"]
+    killed = sum(v != "SURVIVED" for v in applicable)
+    rows = [[m, "; ".join(f"{v}: {n}" for v, n in sorted(c.items()))] for m, c in verdicts.items()]
+    return "\n".join([
+        "## Mutation kill table (tests/test_mutants.py)",
+        "",
+        f"{len(verdicts)} deliberately broken wrappers (tests/mutants.py) run through the suite on every architecture "
+        f"they apply to: {killed}/{len(applicable)} applicable (mutant, architecture) pairs killed (test exit code "
+        f"{run.returncode}). A cell counts the architectures by the first check that caught the mutant.",
+        "",
+        tabulate(rows, headers=["mutant", "caught by (architectures)"], tablefmt="github"),
+        "",
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--impl", default="reference")
     parser.add_argument("-n", "--workers", default="2", help="pytest-xdist workers (default 2)")
     parser.add_argument("--json", action="store_true", help="also write every result as JSON beside the report")
+    parser.add_argument("--kill-table", action="store_true", help="also run the mutation tests and add their kill table")
     args = parser.parse_args()
     data = run_suite(args.impl, args.workers)
     version = data["environment"]["transformers"]
     stem = f"{args.impl.replace(':', '-').replace('.', '_')}-transformers-{version}"
-    (REPORTS / f"{stem}.md").write_text(render(data))
+    text = render(data)
+    if args.kill_table:
+        text += kill_table_section(args.workers)
+    (REPORTS / f"{stem}.md").write_text(text)
     written = [f"reports/{stem}.md"]
     if args.json:
         (REPORTS / f"{stem}.json").write_text(json.dumps(data, separators=(",", ":")) + "\n")

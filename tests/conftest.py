@@ -1,5 +1,7 @@
 """The mutation kill table, printed at the end of a run of tests/test_mutants.py (on the xdist controller too)."""
 
+import json
+
 from tabulate import tabulate
 
 _kills: dict[tuple[str, str], str] = {}  # (mutant, architecture) -> the first check that caught it, "n/a", ...
@@ -35,3 +37,14 @@ def pytest_terminal_summary(terminalreporter):
         compact.append([row[0], "; ".join(f"{v}: {len(a)}" for v, a in sorted(verdicts.items()))])
     terminalreporter.write_line(tabulate(compact, headers=["mutant", "caught by (architectures)"], tablefmt="simple"))
     terminalreporter.write_line(f"killed {killed}/{applicable} applicable (mutant, architecture) pairs")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--kill-report", default=None, metavar="PATH", help="write the mutation kill table as JSON to PATH")
+
+
+def pytest_sessionfinish(session):
+    path = session.config.getoption("--kill-report", default=None)
+    if path and _kills:
+        with open(path, "w") as f:
+            json.dump([[m, a, v] for (m, a), v in _kills.items()], f)
