@@ -78,7 +78,7 @@ def render(data: dict) -> str:
     if absent:
         lines += ["## Not in this transformers version", ""]
         reasons = {r["arch"]: r["message"] for r in results if r["outcome"] == "skipped"}
-        lines += [f"- {arch}: {reasons[arch].removeprefix('Skipped: ')}" for arch in absent]
+        lines += [f"- {reasons[arch].removeprefix('Skipped: ')}" for arch in absent]
         lines.append("")
     return "\n".join(lines)
 
@@ -123,7 +123,7 @@ def main() -> None:
     stem = f"{args.impl.replace(':', '-').replace('.', '_')}-transformers-{version}"
     text = render(data)
     if args.kill_table:
-        text += kill_table_section(args.workers)
+        text += "\n" + kill_table_section(args.workers)
     (REPORTS / f"{stem}.md").write_text(text)
     written = [f"reports/{stem}.md"]
     if args.json:
