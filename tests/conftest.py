@@ -1,6 +1,7 @@
 """The mutation kill table, printed at the end of a run of tests/test_mutants.py (on the xdist controller too)."""
 
 import json
+from collections import Counter
 
 from tabulate import tabulate
 
@@ -9,34 +10,24 @@ _kills: dict[tuple[str, str], str] = {}  # (mutant, architecture) -> the first c
 
 def pytest_runtest_logreport(report):
     for key, value in report.user_properties:
-        if key == "mutant_kill" and report.when == "call" or (key == "mutant_kill" and report.outcome == "skipped"):
+        if key == "mutant_kill" and (report.when == "call" or report.outcome == "skipped"):
             mutant, arch, verdict = value
             _kills[(mutant, arch)] = verdict
-
-
-def kill_table() -> tuple[list[str], list[list[str]], int, int]:
-    archs = sorted({a for _, a in _kills})
-    mutants = list(dict.fromkeys(m for m, _ in _kills))
-    rows = [[m, *(_kills.get((m, a), "") for a in archs)] for m in mutants]
-    applicable = [v for v in _kills.values() if v != "n/a"]
-    return ["mutant", *archs], rows, sum(v != "SURVIVED" for v in applicable), len(applicable)
 
 
 def pytest_terminal_summary(terminalreporter):
     if not _kills:
         return
-    headers, rows, killed, applicable = kill_table()
-    # One row per mutant; architectures as columns would be too wide, so each row lists the verdicts compactly.
+    # One row per mutant, its verdicts counted over the architectures (as columns they would be too wide).
+    verdicts: dict[str, Counter] = {}
+    for (mutant, _arch), verdict in _kills.items():
+        verdicts.setdefault(mutant, Counter())[verdict] += 1
+    rows = [[m, "; ".join(f"{v}: {n}" for v, n in sorted(c.items()))] for m, c in verdicts.items()]
+    applicable = [v for v in _kills.values() if v != "n/a"]
     terminalreporter.section("mutation kill table: the first check that caught each mutant, per architecture")
-    compact = []
-    for row in rows:
-        verdicts: dict[str, list[str]] = {}
-        for arch, verdict in zip(headers[1:], row[1:]):
-            if verdict:
-                verdicts.setdefault(verdict, []).append(arch)
-        compact.append([row[0], "; ".join(f"{v}: {len(a)}" for v, a in sorted(verdicts.items()))])
-    terminalreporter.write_line(tabulate(compact, headers=["mutant", "caught by (architectures)"], tablefmt="simple"))
-    terminalreporter.write_line(f"killed {killed}/{applicable} applicable (mutant, architecture) pairs")
+    terminalreporter.write_line(tabulate(rows, headers=["mutant", "caught by (architectures)"], tablefmt="simple"))
+    killed = sum(v != "SURVIVED" for v in applicable)
+    terminalreporter.write_line(f"killed {killed}/{len(applicable)} applicable (mutant, architecture) pairs")
 
 
 def pytest_addoption(parser):
