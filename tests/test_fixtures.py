@@ -21,6 +21,24 @@ def test_every_entry_is_complete_and_its_variants_exist():
             assert isinstance(entry, str) or (isinstance(entry, dict) and entry.get("reason")), case.model_type
 
 
+# "Tiny" as a number: the largest fixture model is about 2.2 M parameters. A default left in place (a 12288-wide
+# dense MLP, 64 attention heads of 128) multiplies that and the suite's wall time with it.
+TINY_MODEL_PARAMETERS = 3_000_000
+
+
+@pytest.mark.parametrize("case", [c for c in load_cases() if c.model_class], ids=lambda c: c.model_type)
+def test_whole_models_are_tiny(case):
+    if case.absent_reason():
+        pytest.skip(case.absent_reason())
+    model, _ = case.make_model()
+    largest = max(model.named_parameters(), key=lambda item: item[1].numel())
+    total = sum(p.numel() for p in model.parameters())
+    assert total <= TINY_MODEL_PARAMETERS, (
+        f"{case.model_type}: {case.model_class} has {total:,} parameters; the largest is {largest[0]} "
+        f"{tuple(largest[1].shape)}: a config default the fixture should shrink"
+    )
+
+
 def test_a_name_defined_twice_is_an_error(tmp_path):
     for name in ("a.toml", "b.toml"):
         (tmp_path / name).write_text('[presets.same]\nhidden_size = 32\n')
