@@ -373,17 +373,27 @@ def _per_shape(case, impl, variant, mode, dtype, shapes, body: Callable, overrid
         body(block, config, args, kwargs, _label(case, variant, mode, dtype, shape))
 
 
+def _wrap_and_observe(case, impl, block, config, args, kwargs, label: str, calibrate_all: bool, where: str = ""):
+    """Observe the original's routing, wrap it and run the wrapper with its expert Linears recorded; fail unless
+    every Linear of every expert received exactly every token once (``calibrate_all``) or exactly the tokens the
+    original routed to that expert. Returns the original's and the wrapper's outputs."""
+    want, routing = observe_original(case, block, args, kwargs, label)
+    wrapper = _wrap(impl, block, config, calibrate_all, label)
+    with record_linear_inputs(expert_modules(wrapper, case, label)) as seen:
+        got = _call(wrapper, args, kwargs, label, "the wrapper")
+    if calibrate_all:
+        expected, what = [list(range(routing.tokens.shape[0]))] * case.experts, "every token, once"
+    else:
+        expected, what = routing.routed, "routed tokens only"
+    _check_observed(seen, routing, expected, label, f"calibrate_all_experts={calibrate_all}: {what}{where}")
+    return want, got
+
+
 def check_all_experts_observed(case, impl, *, variant="default", mode="all_experts", dtype=torch.float32, shapes=SHAPES, overrides=None, seed=0):
     """calibrate_all_experts=True: every Linear of every expert receives exactly every token, once."""
 
     def body(block, config, args, kwargs, label):
-        _, routing = observe_original(case, block, args, kwargs, label)
-        wrapper = _wrap(impl, block, config, True, label)
-        experts = expert_modules(wrapper, case, label)
-        with record_linear_inputs(experts) as seen:
-            _call(wrapper, args, kwargs, label, "the wrapper")
-        every = list(range(routing.tokens.shape[0]))
-        _check_observed(seen, routing, [every] * case.experts, label, "calibrate_all_experts=True: every token, once")
+        _wrap_and_observe(case, impl, block, config, args, kwargs, label, calibrate_all=True)
 
     _per_shape(case, impl, variant, "all_experts", dtype, shapes, body, overrides, seed)
 
@@ -392,12 +402,7 @@ def check_routed_tokens_only(case, impl, *, variant="default", mode="routed", dt
     """calibrate_all_experts=False: each expert receives exactly the tokens the original routes to it."""
 
     def body(block, config, args, kwargs, label):
-        _, routing = observe_original(case, block, args, kwargs, label)
-        wrapper = _wrap(impl, block, config, False, label)
-        experts = expert_modules(wrapper, case, label)
-        with record_linear_inputs(experts) as seen:
-            _call(wrapper, args, kwargs, label, "the wrapper")
-        _check_observed(seen, routing, routing.routed, label, "calibrate_all_experts=False: routed tokens only")
+        _wrap_and_observe(case, impl, block, config, args, kwargs, label, calibrate_all=False)
 
     _per_shape(case, impl, variant, "routed", dtype, shapes, body, overrides, seed)
 
@@ -821,10 +826,5 @@ def check_experts_implementation(case, impl, *, variant="default", mode="all_exp
             block.experts.config._experts_implementation = name
             args, kwargs = case.make_inputs(shape, seed + 1, dtype)
             label = f"{_label(case, variant, mode, dtype, shape)} [experts_implementation={name}]"
-            want, routing = observe_original(case, block, args, kwargs, label)
-            wrapper = _wrap(impl, block, config, MODES[mode], label)
-            with record_linear_inputs(expert_modules(wrapper, case, label)) as seen:
-                got = _call(wrapper, args, kwargs, label, "the wrapper")
-            expected = [list(range(routing.tokens.shape[0]))] * case.experts if MODES[mode] else routing.routed
-            _check_observed(seen, routing, expected, label, f"calibrate_all_experts={MODES[mode]} under {name}")
+            want, got = _wrap_and_observe(case, impl, block, config, args, kwargs, label, MODES[mode], f" under {name}")
             compare_outputs(got, want, label)
