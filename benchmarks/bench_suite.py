@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+ARCH_TARGET_S = 8.0  # one architecture, `pytest conformance -k ARCH`
+SUITE_TARGET_S = 60.0  # the whole suite with -n 2
 
 
 def timed(*pytest_args: str) -> tuple[float, str]:
@@ -40,16 +42,22 @@ def main() -> None:
     from conformance.cases import load_cases
 
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, {__import__('os').cpu_count()} CPUs")
-    rows = [("-k glm4_moe_lite (-n 0)", *timed("-n", "0", "-k", "glm4_moe_lite"))]
-    rows.append(("whole suite (-n 2)", *timed("-n", "2")))
+    rows = [("-k glm4_moe_lite (-n 0)", ARCH_TARGET_S, *timed("-n", "0", "-k", "glm4_moe_lite"))]
+    rows.append(("whole suite (-n 2)", SUITE_TARGET_S, *timed("-n", "2")))
     if args.per_arch:
         for case in load_cases():
             if not case.absent_reason():
                 # "<type>-" matches that architecture's test ids only (plain "glm4_moe" also matches glm4_moe_lite)
-                rows.append((f"-k {case.model_type}- (-n 0)", *timed("-n", "0", "-k", f"{case.model_type}-")))
+                rows.append((f"-k {case.model_type}- (-n 0)", ARCH_TARGET_S, *timed("-n", "0", "-k", f"{case.model_type}-")))
     width = max(len(r[0]) for r in rows)
-    for name, seconds, summary in rows:
-        print(f"{name:<{width}}  {seconds:6.1f} s   {summary}")
+    for name, target, seconds, summary in rows:
+        verdict = "within" if seconds <= target else "OVER"
+        print(f"{name:<{width}}  {seconds:6.1f} s  {verdict} target {target:g} s   {summary}")
+    if args.per_arch:
+        per_arch = rows[2:]
+        slowest = max(per_arch, key=lambda row: row[2])
+        over = sum(row[2] > ARCH_TARGET_S for row in per_arch)
+        print(f"{len(per_arch)} architectures alone: slowest {slowest[0]} {slowest[2]:.1f} s; {over} over {ARCH_TARGET_S:g} s")
 
 
 if __name__ == "__main__":
