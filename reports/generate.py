@@ -92,21 +92,16 @@ def kill_table_section(workers: str) -> str:
         run = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         if not raw.exists():
             sys.exit(f"the mutation tests produced no kill table (exit {run.returncode}):\n{run.stdout[-3000:]}")
-        kills = json.loads(raw.read_text())
-    verdicts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for mutant, _arch, verdict in kills:
-        verdicts[mutant][verdict] += 1
-    applicable = [v for _, _, v in kills if v != "n/a"]
-    killed = sum(v != "SURVIVED" for v in applicable)
-    rows = [[m, "; ".join(f"{v}: {n}" for v, n in sorted(c.items()))] for m, c in verdicts.items()]
+        kills = json.loads(raw.read_text())  # tests/conftest.py's kill_summary
     return "\n".join([
         "## Mutation kill table (tests/test_mutants.py)",
         "",
-        f"{len(verdicts)} deliberately broken wrappers (tests/mutants.py) run through the suite on every architecture "
-        f"they apply to: {killed}/{len(applicable)} applicable (mutant, architecture) pairs killed (test exit code "
-        f"{run.returncode}). A cell counts the architectures by the first check that caught the mutant.",
+        f"{kills['mutants']} deliberately broken wrappers (tests/mutants.py) run through the suite on every "
+        f"architecture they apply to: {kills['killed']}/{kills['applicable']} applicable (mutant, architecture) "
+        f"pairs killed (test exit code {run.returncode}). A cell counts the architectures by the first check that "
+        "caught the mutant.",
         "",
-        tabulate(rows, headers=["mutant", "caught by (architectures)"], tablefmt="github"),
+        tabulate(kills["rows"], headers=["mutant", "caught by (architectures)"], tablefmt="github"),
         "",
     ])
 

@@ -15,27 +15,36 @@ def pytest_runtest_logreport(report):
             _kills[(mutant, arch)] = verdict
 
 
+def kill_summary(kills: dict[tuple[str, str], str]) -> dict:
+    """One row per mutant, its verdicts counted over the architectures (as columns they would be too wide), and
+    how many of the applicable (mutant, architecture) pairs were killed."""
+    verdicts: dict[str, Counter] = {}
+    for (mutant, _arch), verdict in kills.items():
+        verdicts.setdefault(mutant, Counter())[verdict] += 1
+    applicable = [v for v in kills.values() if v != "n/a"]
+    return {
+        "rows": [[m, "; ".join(f"{v}: {n}" for v, n in sorted(c.items()))] for m, c in verdicts.items()],
+        "mutants": len(verdicts),
+        "killed": sum(v != "SURVIVED" for v in applicable),
+        "applicable": len(applicable),
+    }
+
+
 def pytest_terminal_summary(terminalreporter):
     if not _kills:
         return
-    # One row per mutant, its verdicts counted over the architectures (as columns they would be too wide).
-    verdicts: dict[str, Counter] = {}
-    for (mutant, _arch), verdict in _kills.items():
-        verdicts.setdefault(mutant, Counter())[verdict] += 1
-    rows = [[m, "; ".join(f"{v}: {n}" for v, n in sorted(c.items()))] for m, c in verdicts.items()]
-    applicable = [v for v in _kills.values() if v != "n/a"]
+    summary = kill_summary(_kills)
     terminalreporter.section("mutation kill table: the first check that caught each mutant, per architecture")
-    terminalreporter.write_line(tabulate(rows, headers=["mutant", "caught by (architectures)"], tablefmt="simple"))
-    killed = sum(v != "SURVIVED" for v in applicable)
-    terminalreporter.write_line(f"killed {killed}/{len(applicable)} applicable (mutant, architecture) pairs")
+    terminalreporter.write_line(tabulate(summary["rows"], headers=["mutant", "caught by (architectures)"], tablefmt="simple"))
+    terminalreporter.write_line(f"killed {summary['killed']}/{summary['applicable']} applicable (mutant, architecture) pairs")
 
 
 def pytest_addoption(parser):
-    parser.addoption("--kill-report", default=None, metavar="PATH", help="write the mutation kill table as JSON to PATH")
+    parser.addoption("--kill-report", default=None, metavar="PATH", help="write the mutation kill table (kill_summary) as JSON to PATH")
 
 
 def pytest_sessionfinish(session):
     path = session.config.getoption("--kill-report", default=None)
     if path and _kills:
         with open(path, "w") as f:
-            json.dump([[m, a, v] for (m, a), v in _kills.items()], f)
+            json.dump(kill_summary(_kills), f)
