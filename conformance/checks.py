@@ -206,11 +206,18 @@ def _parallel_experts(case: ArchCase, block: nn.Module) -> dict[str, nn.Module] 
     return modules or None
 
 
-def observe_original(case: ArchCase, block: nn.Module, args: tuple, kwargs: dict, label: str) -> tuple[Any, Routing]:
-    """Run the original block once; return its output and its routing, observed through hooks."""
+@contextlib.contextmanager
+def recording_routing(case: ArchCase, block: nn.Module, label: str) -> Iterator[Callable[[], Routing]]:
+    """While open, hooks on the original block and its experts record what one call of the block routed where;
+    the yielded function returns that call's ``Routing`` once the block has run. The hooks only read."""
     experts = getattr(block, "experts", None)
     captured: dict[str, Any] = {}
-    handles = []
+
+    def grab_block_input(module, hook_args, hook_kwargs):
+        hidden = next(a for a in (*hook_args, *hook_kwargs.values()) if isinstance(a, torch.Tensor))
+        captured.setdefault("block_input", hidden.detach().reshape(-1, hidden.shape[-1]))
+
+    handles = [block.register_forward_pre_hook(grab_block_input, with_kwargs=True)]
     parallel = _parallel_experts(case, block)
     if parallel is not None:
         captured["rows"] = {i: [] for i in range(case.experts)}
@@ -250,28 +257,40 @@ def observe_original(case: ArchCase, block: nn.Module, args: tuple, kwargs: dict
 
         handles += [m.register_forward_pre_hook(make_grab(i)) for i, m in enumerate(members)]
     else:
+        handles.pop().remove()
         raise _fail(label, f"cannot observe the original {case.block}: its experts are {type(experts).__name__}")
-    try:
-        out = _call(block, args, kwargs, label, f"the original {case.block}")
-    finally:
-        for h in handles:
-            h.remove()
-    if "dense" in captured:
-        tokens, rows = args[0].detach().reshape(-1, args[0].shape[-1]), captured["dense"]
-        routed = [torch.nonzero((rows[e] != 0).any(dim=-1)).flatten().tolist() for e in range(case.experts)]
-        return out, Routing(tokens, routed, rows)
-    if "index" in captured:
-        tokens, index = captured["tokens"], captured["index"]
-        if index is None:
-            raise _fail(label, f"cannot observe the original {case.block}: its experts were called without a top-k index")
-        routed = [sorted(set(torch.nonzero((index == e).any(dim=-1)).flatten().tolist())) for e in range(case.experts)]
-    else:
-        tokens = args[0].detach().reshape(-1, args[0].shape[-1])
+
+    def routing() -> Routing:
+        if "dense" in captured:
+            tokens, rows = captured["block_input"], captured["dense"]
+            routed = [torch.nonzero((rows[e] != 0).any(dim=-1)).flatten().tolist() for e in range(case.experts)]
+            return Routing(tokens, routed, rows)
+        if "tokens" in captured:
+            tokens, index = captured["tokens"], captured["index"]
+            if index is None:
+                raise _fail(label, f"cannot observe the original {case.block}: its experts were called without a top-k index")
+            return Routing(tokens, [sorted(set(torch.nonzero((index == e).any(dim=-1)).flatten().tolist())) for e in range(case.experts)])
+        if "rows" not in captured or "block_input" not in captured:
+            raise _fail(label, f"the original {case.block} never called its experts")
+        tokens = captured["block_input"]
         routed = []
         for i in range(case.experts):
             rows = torch.cat(captured["rows"][i]) if captured["rows"][i] else tokens[:0]
             routed.append(sorted(t for t in _row_indices(rows, tokens) if t is not None))
-    return out, Routing(tokens, routed)
+        return Routing(tokens, routed)
+
+    try:
+        yield routing
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def observe_original(case: ArchCase, block: nn.Module, args: tuple, kwargs: dict, label: str) -> tuple[Any, Routing]:
+    """Run the original block once; return its output and its routing, observed through hooks."""
+    with recording_routing(case, block, label) as routing:
+        out = _call(block, args, kwargs, label, f"the original {case.block}")
+    return out, routing()
 
 
 def expert_modules(wrapper: nn.Module, case: ArchCase, label: str) -> list[nn.Module]:

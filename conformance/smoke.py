@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .cases import ArchCase
-from .checks import ConformanceFailure, _call, _is_fused, _label, _parallel_experts, _seed, expert_modules
+from .checks import ConformanceFailure, _call, _label, _seed, expert_modules, recording_routing
 from .impl import Implementation
 
 __all__ = ["MinMaxObserver", "SmokeResult", "calibration_smoke", "check_calibration_smoke"]
@@ -62,36 +62,6 @@ class SmokeResult:
         )
 
 
-@contextlib.contextmanager
-def _routed_experts(case: ArchCase, block: nn.Module, num_experts: int):
-    """Collect the expert ids the original block routes tokens to while the context is open."""
-    hit: set[int] = set()
-    experts = getattr(block, "experts", None)
-    handles = []
-    parallel = _parallel_experts(case, block)
-    if parallel is not None:  # ParallelExperts: called with the rows sorted by expert and the per-expert counts
-        def grab(module, args):
-            hit.update(i for i, count in enumerate(args[1]) if int(count) > 0 and i < num_experts)
-
-        handles.append(parallel["gate_up"].register_forward_pre_hook(grab))
-    elif _is_fused(experts) or not isinstance(experts, (nn.ModuleList, nn.ModuleDict)):
-        def grab(module, args):
-            index = next((a for a in args[1:] if isinstance(a, torch.Tensor) and not a.is_floating_point()), None)
-            if index is not None:
-                hit.update(int(i) for i in index.unique().tolist() if 0 <= i < num_experts)
-
-        handles.append(experts.register_forward_pre_hook(grab))
-    else:
-        members = list(experts.values() if isinstance(experts, nn.ModuleDict) else experts)[:num_experts]
-        for i, member in enumerate(members):
-            handles.append(member.register_forward_pre_hook(lambda m, a, _i=i: hit.add(_i) if a[0].numel() else None))
-    try:
-        yield hit
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def calibration_smoke(case: ArchCase, impl: Implementation, tokens: int = 2, seed: int = 0) -> SmokeResult:
     """Calibrate a tiny whole model on ``tokens`` tokens inside the implementation's context; every expert
     Linear of every MoE block must end with finite, non-empty min/max statistics."""
@@ -105,9 +75,11 @@ def calibration_smoke(case: ArchCase, impl: Implementation, tokens: int = 2, see
 
     result = SmokeResult(case.model_type, tokens, case.experts * len(blocks))
     with contextlib.ExitStack() as stack:
-        seen = {name: stack.enter_context(_routed_experts(case, modules[name], case.experts)) for name in blocks}
+        routings = {name: stack.enter_context(recording_routing(case, modules[name], label)) for name in blocks}
         _call(model, (), inputs, label, f"{case.model_class} without the context")
-    result.unseen_without_context = {n: sorted(set(range(case.experts)) - hit) for n, hit in seen.items()}
+    result.unseen_without_context = {
+        name: [e for e, tokens in enumerate(routing().routed) if not tokens] for name, routing in routings.items()
+    }
 
     with impl.calibration_context(model, calibrate_all_experts=True):
         inside = dict(model.named_modules())
