@@ -50,6 +50,11 @@ def main() -> None:
                 outcomes[r["nodeid"]][r["outcome"]] += 1
             counts = Counter(r["outcome"] for r in results)
             print(f"seed {seed:2d}: exit {run.returncode}, {elapsed:6.1f} s, " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+            if run.returncode not in (0, 1) or not results:
+                # Exit 2-5 (interrupted, internal or usage error, no tests): nothing was measured, so no flake
+                # figure can be printed; e.g. exit 4 where the project is not installed and --impl is unknown.
+                sys.exit(f"seed {seed}: the suite did not run (exit {run.returncode}); no flake figure:\n"
+                         + (run.stderr or run.stdout)[-2000:])
     flaky = sorted(test for test, seen in outcomes.items() if seen["failed"])
     print(f"\n{len(outcomes)} tests x {args.runs} runs: {len(flaky)} flaky (failed in some run)")
     for test in flaky:
