@@ -48,12 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        # Tiny blocks gain nothing from intra-op threads, and N workers x N threads on N cores spin against
-        # each other (measured: a 35 s run took 400 s with -n 2 on 2 cores).
-        import torch
-
-        torch.set_num_threads(1)
+    _single_threaded_unless_set()
     spec = config.getoption("--impl") or os.environ.get(ENV_VAR) or "reference"
     try:
         config.stash[_IMPL] = load_implementation(spec)
@@ -62,13 +57,36 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_Recorder(config), "moe-conformance-recorder")
 
 
+# Variables through which a user sets torch's intra-op thread count; when any is set, the suite leaves it be.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _single_threaded_unless_set() -> None:
+    """The suite's blocks are tiny: intra-op threads only add spin and contention. On a busy 2-core machine
+    `-k glm4_moe_lite` took 58-81 s with torch's default threads and 3.2 s with one; with -n 2, two workers of
+    two threads each made a 35 s run take 400 s. So one thread per process (controller and every xdist worker),
+    unless the user chose a count through OMP_NUM_THREADS or MKL_NUM_THREADS."""
+    if any(os.environ.get(name) for name in THREAD_VARIABLES):
+        return
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _threads() -> str:
+    import torch
+
+    chosen = next((f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if os.environ.get(name)), None)
+    return f"torch threads {torch.get_num_threads()} ({chosen or 'the suite default; set OMP_NUM_THREADS to change'})"
+
+
 @pytest.fixture(scope="session")
 def impl(request: pytest.FixtureRequest) -> Implementation:
     return request.config.stash[_IMPL]
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
-    return f"moe-conformance: impl={config.stash[_IMPL].describe()}, {_versions()}"
+    return f"moe-conformance: impl={config.stash[_IMPL].describe()}, {_versions()}, {_threads()}"
 
 
 def _versions() -> str:
