@@ -24,6 +24,7 @@ register_generic(
     "KimiLinearMoE",
     "Kolibri1SparseMoeBlock",  # 5.23 only
     "LagunaSparseMoeBlock",
+    "LaraMiniSparseMoeBlock",  # 5.24 only; softmax routing in float32, an ungated shared expert
     "Lfm2MoeSparseMoeBlock",  # its router takes the block's expert_bias
     "MellumSparseMoeBlock",
     "MiMoV2FlashMoE",
