@@ -104,6 +104,9 @@ class _Recorder:
         self.results: list[dict] = []
         self.completeness: dict | None = None
         self.smoke: list[str] = []
+        # Failures of tests that are not per-architecture checks (completeness, collection errors): a report
+        # of the run must show them too, or a red run would read "0 failed".
+        self.other_failures: list[dict] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         properties = dict(report.user_properties)
@@ -112,6 +115,11 @@ class _Recorder:
         if report.when == "call" and "moe_smoke" in properties:
             self.smoke.append(properties["moe_smoke"])
         props = dict(report.user_properties).get("moe_conformance")
+        if props is None and report.failed:
+            crash = getattr(report.longrepr, "reprcrash", None)
+            self.other_failures.append(
+                {"nodeid": report.nodeid, "when": report.when, "message": crash.message if crash else str(report.longrepr)}
+            )
         # One record per test: its call, or the phase that did not pass (a setup skip, a teardown error).
         if props is None or (report.when != "call" and report.outcome == "passed"):
             return
@@ -126,7 +134,11 @@ class _Recorder:
                 outcome = "n/a"
         self.results.append({**props, "outcome": outcome, "message": message, "nodeid": report.nodeid})
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.other_failures.append({"nodeid": report.nodeid, "when": "collect", "message": str(report.longrepr)[-2000:]})
+
+    def pytest_terminal_summary(self, terminalreporter, exitstatus) -> None:
         if self.completeness:
             c = self.completeness
             terminalreporter.section("moe-conformance: MoE classes in the installed transformers")
@@ -137,10 +149,28 @@ class _Recorder:
             )
             for name, reason in sorted(c["excluded"].items()):
                 terminalreporter.write_line(f"excluded: {name}: {reason}")
+            for name in c["no_wrapper"]:
+                terminalreporter.write_line(f"uncovered: {name}: no wrapper; calibration would be silently skipped")
+            for name in c["no_fixture"]:
+                terminalreporter.write_line(f"unchecked: {name}: no fixture entry; the suite does not check it")
         if self.smoke:
             terminalreporter.section("moe-conformance: calibration smoke (experts natural routing left unseen)")
             for line in sorted(self.smoke):
                 terminalreporter.write_line(line)
+        config_path = self.config.getoption("--moe-report")
+        if config_path:
+            with open(config_path, "w") as f:
+                json.dump(
+                    {
+                        "environment": environment(self.config),
+                        "exit_code": int(exitstatus),
+                        "completeness": self.completeness,
+                        "other_failures": self.other_failures,
+                        "results": self.results,
+                    },
+                    f,
+                    indent=1,
+                )
         if not self.results:
             return
         from tabulate import tabulate
@@ -154,11 +184,8 @@ class _Recorder:
         for reason in sorted({r["message"] for r in self.results if r["outcome"] == "skipped" and r["message"]}):  # absences
             tr.write_line(f"skip: {reason}")
         tr.write_line("checks: " + "; ".join(f"{short} = {name}" for name, short in SHORT_NAMES.items() if short != name))
-        path = config.getoption("--moe-report")
-        if path:
-            with open(path, "w") as f:
-                json.dump({"environment": environment(config), "results": self.results}, f, indent=1)
-            tr.write_line(f"moe-conformance: results written to {path}")
+        if config_path:
+            tr.write_line(f"moe-conformance: results written to {config_path}")
 
 
 def summarise(results: list[dict]) -> tuple[list[str], list[list[str]]]:
