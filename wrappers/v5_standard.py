@@ -21,6 +21,7 @@ register_generic(
     "HYV4MoE",
     "InklingMoE",  # the shared experts (3-D parameters, gated by the router) are not routed: left as they are
     "Inkling2SparseMoeBlock",  # 5.23 only; softcapped SwiGLU experts, reproduced through their _apply_gate
+    "Inkling2LoopSparseMoeBlock",  # 5.24 only; Inkling2's block, called once per loop pass in looped layers
     "KimiLinearMoE",
     "Kolibri1SparseMoeBlock",  # 5.23 only
     "LagunaSparseMoeBlock",
