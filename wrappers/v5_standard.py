@@ -19,6 +19,7 @@ register_generic(
     "Glm5NextTextMoE",
     "HYV3MoE",  # its router takes the block's e_score_correction_bias, which the block's forward passes
     "HYV4MoE",
+    "HYV4VLMoE",  # 5.24 only; the text MoE of hy_v4_vl, HYV4's block with clamped SwiGLU experts
     "InklingMoE",  # the shared experts (3-D parameters, gated by the router) are not routed: left as they are
     "Inkling2SparseMoeBlock",  # 5.23 only; softcapped SwiGLU experts, reproduced through their _apply_gate
     "Inkling2LoopSparseMoeBlock",  # 5.24 only; Inkling2's block, called once per loop pass in looped layers
