@@ -15,11 +15,21 @@ and a few modules that are not calibration targets at all; those are listed, eac
 from __future__ import annotations
 
 import ast
+import importlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["MoEClass", "Completeness", "completeness", "discover_moe_classes", "not_calibration_targets"]
+__all__ = [
+    "MoEClass",
+    "Completeness",
+    "completeness",
+    "discover_moe_classes",
+    "discovered_class",
+    "not_calibration_targets",
+    "unreviewed_messages",
+]
 
 _EXPERTS_CALL = re.compile(r"Experts$")
 
@@ -51,12 +61,35 @@ def _routes_to_experts(cls: ast.ClassDef) -> bool:
     return False
 
 
+# A top-level class statement, with the decorators right above it: where a file splits into chunks that
+# each hold whole top-level statements.
+_CLASS_START = re.compile(r"^(?:@.*\n)*class\s", re.M)
+
+
+def _top_level_classes(text: str) -> list[ast.ClassDef]:
+    """The top-level classes of a modeling file. Only the chunks that may build experts are parsed (parsing
+    every MoE modeling file whole took ~2 s, most of the collection's overhead); a chunk that does not parse
+    on its own (a class keyword at a line start inside a string) falls back to parsing the file."""
+    starts = [m.start() for m in _CLASS_START.finditer(text)] + [len(text)]
+    classes = []
+    try:
+        for begin, end in zip(starts, starts[1:]):
+            chunk = text[begin:end]
+            if "self.experts" in chunk or "Experts(" in chunk:  # what _routes_to_experts can match
+                classes += [n for n in ast.parse(chunk).body if isinstance(n, ast.ClassDef)]
+            else:  # the header is enough to follow subclasses
+                header = ast.parse(chunk[: chunk.index(":", chunk.index("class")) + 1] + " pass")
+                classes += [n for n in header.body if isinstance(n, ast.ClassDef)]
+    except (SyntaxError, ValueError):
+        classes = [n for n in ast.parse(text).body if isinstance(n, ast.ClassDef)]
+    return classes
+
+
 def _scan_file(path: Path) -> list[str]:
     text = path.read_text(encoding="utf-8")
     if "xperts" not in text:
         return []
-    tree = ast.parse(text)
-    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    classes = {node.name: node for node in _top_level_classes(text)}
     blocks = {name for name, node in classes.items() if not name.endswith("Experts") and _routes_to_experts(node)}
     changed = True
     while changed:  # subclasses of blocks defined in the same file
@@ -75,13 +108,41 @@ def discover_moe_classes(models_dir: Path | None = None) -> list[MoEClass]:
         import transformers
 
         models_dir = Path(transformers.__file__).parent / "models"
+    return list(_scan(Path(models_dir)))
+
+
+@lru_cache(maxsize=4)
+def _scan(models_dir: Path) -> tuple[MoEClass, ...]:
+    # once per process: collection, the completeness test and the derived fixtures all ask
     found = []
     for path in sorted(models_dir.glob("*/modeling_*.py")):
         if path.name.startswith(("modeling_tf_", "modeling_flax_")):
             continue
         for name in _scan_file(path):
             found.append(MoEClass(path.parent.name, f"{path.parent.name}.{path.stem}", name))
-    return found
+    return tuple(found)
+
+
+@lru_cache(maxsize=1)
+def _discovered_by_name() -> dict[str, MoEClass]:
+    from reference.calibration import standardize_lookup_name
+
+    return {standardize_lookup_name(c.name): c for c in discover_moe_classes()}
+
+
+def discovered_class(name: str) -> type | None:
+    """The installed transformers' class the scan found under ``name`` (compared as the registry compares
+    names), imported; None if the scan found none or its module cannot be imported."""
+    from reference.calibration import standardize_lookup_name
+
+    found = _discovered_by_name().get(standardize_lookup_name(name))
+    if found is None:
+        return None
+    try:
+        module = importlib.import_module(f"transformers.models.{found.module}")
+    except Exception:  # an optional dependency missing: the class cannot be built here either
+        return None
+    return getattr(module, found.name, None)
 
 
 def not_calibration_targets() -> dict[str, str]:
@@ -97,6 +158,10 @@ class Completeness:
     excluded: dict[str, str]  # found and excluded: class name -> reason
     no_wrapper: list[MoEClass]  # calibration would be silently skipped
     no_fixture: list[MoEClass]  # the suite would not check it
+    # Targets no hand-written entry checks (a derived fixture may): what a maintainer has not reviewed yet.
+    unreviewed: list[MoEClass] = field(default_factory=list)
+    derived: dict[str, str] = field(default_factory=dict)  # class name -> model_type of its derived case
+    derivation_problems: dict[str, str] = field(default_factory=dict)  # class name -> why none was derived
 
     @property
     def covered(self) -> list[MoEClass]:
@@ -104,9 +169,16 @@ class Completeness:
         return [c for c in self.found if c.name not in self.excluded and c.name not in missing]
 
 
-def completeness(wrapper_for, fixture_blocks: set[str]) -> Completeness:
+def completeness(
+    wrapper_for,
+    fixture_blocks: set[str],
+    hand_blocks: set[str] | None = None,
+    derived: dict[str, str] | None = None,
+    derivation_problems: dict[str, str] | None = None,
+) -> Completeness:
     """Compare the installed transformers' MoE classes with an implementation (``wrapper_for(name)`` returns
-    its wrapper or None) and with the blocks the fixtures check."""
+    its wrapper or None) and with the blocks the fixtures check (``fixture_blocks``: hand-written and derived;
+    ``hand_blocks``, where given, the hand-written ones alone)."""
     found = discover_moe_classes()
     reasons = not_calibration_targets()
     targets = [c for c in found if c.name not in reasons]
@@ -115,4 +187,59 @@ def completeness(wrapper_for, fixture_blocks: set[str]) -> Completeness:
         excluded={c.name: reasons[c.name] for c in found if c.name in reasons},
         no_wrapper=[c for c in targets if wrapper_for(c.name) is None],
         no_fixture=[c for c in targets if c.name not in fixture_blocks],
+        unreviewed=[c for c in targets if hand_blocks is not None and c.name not in hand_blocks],
+        derived=dict(derived or {}),
+        derivation_problems=dict(derivation_problems or {}),
     )
+
+
+def unreviewed_messages(report: Completeness, impl) -> list[str]:
+    """One line per target class no hand-written entry checks (the canary's ``--require-reviewed``): whether
+    ``impl`` already covers it and a derived fixture checks it, or what it needs. Why no generic mechanism
+    serves a class is the reference's verdict on it (``wrappers.blocks.mechanism_for_class``)."""
+    lines = []
+    for c in report.unreviewed:
+        where = f"{c.name} ({c.module})"
+        wrapper = impl.wrapper_for(c.name)
+        if wrapper is None:
+            lines.append(
+                f"unreviewed: {where}: {_why_uncovered(c.name, impl.name)}; needs a hand-written wrapper in wrappers/ "
+                "and a fixture entry"
+            )
+            continue
+        covered = f"covered by {_coverage(c.name, wrapper, impl)}"
+        if c.name in report.derived:
+            lines.append(
+                f"unreviewed: {where}: {covered}, checked by a derived fixture ({report.derived[c.name]}): review it "
+                "and add a hand entry"
+            )
+        else:
+            problem = report.derivation_problems.get(c.name, "none was derived")
+            lines.append(f"unreviewed: {where}: {covered}, but no fixture checks it ({problem}): needs a fixture entry")
+    return lines
+
+
+def _coverage(name: str, wrapper: type, impl) -> str:
+    """How ``impl`` covers the class: its registered wrapper, or the generic mechanism that serves its structure."""
+    if getattr(impl, "covered_by_name", lambda n: True)(name):
+        return f"{impl.name}'s registered {wrapper.__qualname__}"
+    verdict = _reference_verdict(name)
+    return f"{verdict.mechanism.__name__} (by its structure)" if verdict and verdict.mechanism else f"{impl.name} (by its structure)"
+
+
+def _why_uncovered(name: str, impl_name: str) -> str:
+    verdict = _reference_verdict(name)
+    if verdict is None:
+        return f"{impl_name} has no wrapper for it, and its class cannot be imported here"
+    if verdict.mechanism is None:
+        return f"no generic mechanism serves it: {verdict.reason}"
+    return f"{impl_name} has no wrapper for it (the reference's {verdict.mechanism.__name__} would serve it)"
+
+
+def _reference_verdict(name: str):
+    block_cls = discovered_class(name)
+    if block_cls is None:
+        return None
+    from wrappers.blocks import mechanism_for_class
+
+    return mechanism_for_class(block_cls)

@@ -1,6 +1,9 @@
 """The implementation under test, chosen by one spec (``--impl SPEC`` or ``MOE_CONFORMANCE_IMPL=SPEC``).
 
-- ``reference`` (default): this project's ``wrappers`` with ``reference.moe_calibration_context``;
+- ``reference`` (default): this project's ``wrappers`` with ``reference.moe_calibration_context``; besides its
+  registered names it covers, by their structure, the blocks its registry's class resolvers serve (a block a
+  new transformers release adds, before its name is registered): ``wrapper_for`` answers for those too, from
+  the class the discovery scan finds under that name, exactly as the context will wrap it;
 - ``llmcompressor``: llm-compressor 0.11-style, its ``MoECalibrationModule`` registry (after importing
   ``llmcompressor.modeling``, which registers its wrappers) and its ``moe_calibration_context``;
 - a dotted module path: the module defines ``CALIBRATION_WRAPPERS`` (original block class name -> wrapper
@@ -45,9 +48,22 @@ class Implementation:
     wrappers: Mapping[str, type]  # standardized original class name -> wrapper class
     context: Callable[..., Any] | None = None  # the implementation's own moe_calibration_context
     version: str = ""
+    # A registry's class resolution (the reference's MoECalibrationModule.resolve_by_class): block class ->
+    # wrapper, for classes whose name is not in `wrappers`. None: the implementation covers names only.
+    by_class: Callable[[type], type | None] | None = None
 
     def wrapper_for(self, block_class_name: str) -> type | None:
-        return self.wrappers.get(standardize_lookup_name(block_class_name))
+        wrapper_cls = self.wrappers.get(standardize_lookup_name(block_class_name))
+        if wrapper_cls is None and self.by_class is not None:
+            from .discovery import discovered_class
+
+            block_cls = discovered_class(block_class_name)
+            wrapper_cls = self.by_class(block_cls) if block_cls is not None else None
+        return wrapper_cls
+
+    def covered_by_name(self, block_class_name: str) -> bool:
+        """Whether a wrapper is registered under this name (rather than found from the class's structure)."""
+        return standardize_lookup_name(block_class_name) in self.wrappers
 
     def wrap(self, original: nn.Module, config: Any, calibrate_all_experts: bool) -> nn.Module:
         """Build the wrapper for ``original`` as a context would; a constructor error is reported as such."""
@@ -71,7 +87,8 @@ class Implementation:
 
     def describe(self) -> str:
         context = "own context" if self.context is not None else "reference context"
-        return f"{self.name}{' ' + self.version if self.version else ''} ({len(self.wrappers)} wrappers, {context})"
+        structure = " + coverage by structure" if self.by_class is not None else ""
+        return f"{self.name}{' ' + self.version if self.version else ''} ({len(self.wrappers)} wrappers{structure}, {context})"
 
 
 def _qualname(obj: Any) -> str:
@@ -124,7 +141,8 @@ def _from_registry(name: str, registering_module: str, context_module: str) -> I
             version = dist_version("llmcompressor")
         except Exception:
             pass
-    return Implementation(name, wrappers, context, version)
+    # A registry that also resolves block classes (the reference's) covers those classes in its context too.
+    return Implementation(name, wrappers, context, version, by_class=getattr(base, "resolve_by_class", None))
 
 
 def _from_module(spec: str) -> Implementation:

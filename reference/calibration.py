@@ -10,6 +10,11 @@ Where this framework is stricter than 0.11:
 - the context is exception-safe: an exception in the ``with`` body, or one raised by a wrapper's constructor
   half-way through replacing, puts every original module object back before it propagates;
 - MoE-looking blocks that no wrapper covers are logged as a warning (they would silently not be calibrated).
+
+And one addition: besides names, the registry can hold *class resolvers* (``register_class_resolver``),
+consulted for a block class no name is registered for. ``import wrappers`` registers one that serves, by their
+structure, the blocks a generic mechanism handles, so a block a new transformers release adds is calibrated
+on the day it appears, before anyone registers its name. Registered names always win.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class MoECalibrationModule(ABC, nn.Module):
 
     # One registry for the whole hierarchy: standardized original class name -> wrapper class.
     _registry: ClassVar[dict[str, type[MoECalibrationModule]]] = {}
+    # Consulted in order for a block class whose name is not registered: resolver(block_cls) -> wrapper or None.
+    _class_resolvers: ClassVar[list[Callable[[type], type[MoECalibrationModule] | None]]] = []
 
     @abstractmethod
     def __init__(self, original: nn.Module | None = None, config: Any = None, calibrate_all_experts: bool = True):
@@ -124,6 +131,31 @@ class MoECalibrationModule(ABC, nn.Module):
     def load_from_registry(cls, name: str, **constructor_kwargs) -> MoECalibrationModule:
         return cls.get_value_from_registry(name)(**constructor_kwargs)
 
+    # -- class resolvers (not in llm-compressor 0.11) -----------------------------------------------------------
+
+    @classmethod
+    def register_class_resolver(cls, resolver: Callable[[type], type[MoECalibrationModule] | None]) -> None:
+        """Consult ``resolver(block_cls)`` for block classes whose name is not registered (once per resolver)."""
+        if resolver not in cls._class_resolvers:
+            cls._class_resolvers.append(resolver)
+
+    @classmethod
+    def resolve_by_class(cls, block_cls: type) -> type[MoECalibrationModule] | None:
+        """The first class resolver's wrapper for ``block_cls``, ignoring registered names; None if none has one."""
+        for resolver in cls._class_resolvers:
+            wrapper_cls = resolver(block_cls)
+            if wrapper_cls is not None:
+                return wrapper_cls
+        return None
+
+    @classmethod
+    def wrapper_for_class(cls, block_cls: type) -> type[MoECalibrationModule] | None:
+        """What ``moe_calibration_context`` wraps ``block_cls`` with: its registered name first, then the class
+        resolvers; None if neither covers it."""
+        if cls.is_registered(block_cls.__name__):
+            return cls.get_value_from_registry(block_cls.__name__)
+        return cls.resolve_by_class(block_cls)
+
 
 def _qualname(obj: type) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"
@@ -148,11 +180,13 @@ def calibration_context(
     model: nn.Module,
     wrappers: WrapperLookup | Mapping[str, type],
     calibrate_all_experts: bool = True,
+    by_class: Callable[[type], type | None] | None = None,
 ) -> Iterator[nn.Module]:
     """Swap every block that ``wrappers`` covers for its calibration wrapper; undo the swap on exit.
 
     ``wrappers`` maps an original block class name to its wrapper class (a mapping, or a function returning
-    ``None`` for classes it does not cover). Non-permanent wrappers are swapped back through ``restore`` on exit.
+    ``None`` for classes it does not cover); ``by_class``, where given, is asked with the block's class when
+    ``wrappers`` has nothing for its name. Non-permanent wrappers are swapped back through ``restore`` on exit.
     If the ``with`` body raises, or a wrapper fails to build half-way through, every original module object is
     put back (permanent wrappers too) before the exception propagates, so the model is exactly as it was.
     """
@@ -165,6 +199,8 @@ def calibration_context(
         if any(name.startswith(prefix + ".") for prefix, _, _ in todo):
             continue  # inside a block we replace: its parts are the wrapper's business
         wrapper_cls = lookup(type(module).__name__)
+        if wrapper_cls is None and by_class is not None and not isinstance(module, MoECalibrationModule):
+            wrapper_cls = by_class(type(module))
         if wrapper_cls is not None:
             todo.append((name, module, wrapper_cls))
         elif looks_like_moe_block(module):
@@ -239,7 +275,8 @@ def _progress(items: list):
 
 
 def moe_calibration_context(model: nn.Module, calibrate_all_experts: bool = True):
-    """Replace every block whose class has a registered ``MoECalibrationModule`` while the context is open.
+    """Replace every block whose class has a registered ``MoECalibrationModule`` (or that a registered class
+    resolver covers) while the context is open.
 
     ``import wrappers`` registers the reference wrappers. Usage::
 
@@ -247,4 +284,4 @@ def moe_calibration_context(model: nn.Module, calibrate_all_experts: bool = True
             for batch in calibration_data:
                 model(**batch)
     """
-    return calibration_context(model, _registry_lookup, calibrate_all_experts)
+    return calibration_context(model, _registry_lookup, calibrate_all_experts, by_class=MoECalibrationModule.resolve_by_class)
