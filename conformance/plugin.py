@@ -45,6 +45,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"defining CALIBRATION_WRAPPERS (also ${ENV_VAR})",
     )
     group.addoption("--moe-report", default=None, metavar="PATH", help="write every conformance result as JSON to PATH")
+    group.addoption(
+        "--require-reviewed",
+        action="store_true",
+        default=False,
+        help="canary mode (tox -e tf-newest): registry_completeness also fails for every MoE class of the "
+        "installed transformers that no hand-written fixture entry checks, saying per class whether the "
+        "implementation already covers it and a derived fixture checks it, or what it needs. Without it, "
+        "derived fixtures count as checking",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -30,7 +30,14 @@ def _params():
 def test_conformance(case, check, variant, mode, dtype, impl, record_property):
     record_property(
         "moe_conformance",
-        {"arch": case.model_type, "check": check, "variant": variant, "mode": mode, "dtype": str(dtype).removeprefix("torch.")},
+        {
+            "arch": case.model_type,
+            "check": check,
+            "variant": variant,
+            "mode": mode,
+            "dtype": str(dtype).removeprefix("torch."),
+            "fixture": case.source,  # "hand" (a reviewed fixtures/*.toml entry) or "derived" (derived_fixtures.py)
+        },
     )
     absent = case.absent_reason()
     if absent:
