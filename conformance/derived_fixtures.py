@@ -53,20 +53,17 @@ class Derived:
 
 def derived_cases(hand_cases: list[ArchCase], excluded: set[str] | frozenset[str] = frozenset()) -> Derived:
     """A case for every discovered MoE class that no hand case checks and ``excluded`` (the non-targets) does
-    not name; the classes no case could be derived for, with the reason."""
-    from reference.calibration import standardize_lookup_name
-
-    hand_blocks = frozenset(standardize_lookup_name(c.block) for c in hand_cases)
+    not name; the classes no case could be derived for, with the reason. Class names compare exactly, as the
+    completeness test compares them (a 4.57 entry for ``DeepseekV2MoE`` does not check 5.x's ``DeepseekV2Moe``)."""
+    hand_blocks = frozenset(c.block for c in hand_cases)
     return _derive(hand_blocks, frozenset(c.model_type for c in hand_cases), frozenset(excluded))
 
 
 @lru_cache(maxsize=8)
 def _derive(hand_blocks: frozenset[str], taken: frozenset[str], excluded: frozenset[str]) -> Derived:
-    from reference.calibration import standardize_lookup_name
-
     cases, problems, names = [], {}, set(taken)
     for moe_class in discover_moe_classes():
-        if standardize_lookup_name(moe_class.name) in hand_blocks or moe_class.name in excluded:
+        if moe_class.name in hand_blocks or moe_class.name in excluded:
             continue
         try:
             case = derive_case(moe_class, names)
@@ -92,9 +89,10 @@ def derive_case(moe_class: MoEClass, taken_names: set[str] | frozenset[str] = fr
     if verdict.mechanism is None:
         raise DerivationError(f"no generic mechanism serves it: {verdict.reason}")
     _require_standard_call(block_cls)
-    config_cls, config, block = _tiny_config(block_cls, package)
+    config_cls, config, block = _tiny_config(block_cls, package, mrope="mrope_section" in inspect.getsource(modeling))
     experts, projections = _expert_counts(block)
     model_class, config = _tiny_model(block_cls, package, config_cls, config)
+    layer_inputs = _layer_inputs(block_cls, package, config_cls, config)
     full = {**config_cls().to_dict(), **config}
     if not isinstance(full.get("hidden_size"), int):
         raise DerivationError(f"{config_cls.__name__} has no hidden_size to size the block's input by")
@@ -114,6 +112,7 @@ def derive_case(moe_class: MoEClass, taken_names: set[str] | frozenset[str] = fr
         projections=projections,
         variants={"default": {}},
         knobs=_knobs(block_cls, config_cls, config, full, experts),
+        layer_inputs=layer_inputs,
         source=DERIVED,
     )
 
@@ -177,13 +176,19 @@ def _words(name: str) -> list[str]:
     return [w for w in re.findall(r"[A-Z][a-z]*\d*|\d+", name.removesuffix("Config")) if w]
 
 
-def _tiny_config(block_cls: type, package) -> tuple[type, dict[str, Any], nn.Module]:
+def _tiny_config(block_cls: type, package, mrope: bool) -> tuple[type, dict[str, Any], nn.Module]:
     """The first config class whose shrunk defaults build the block with its experts."""
     tried = []
     for config_cls in _config_candidates(block_cls, package):
         try:
             defaults = config_cls().to_dict()
-            overrides = tiny_overrides(defaults)
+            overrides = tiny_overrides(defaults, mrope=mrope)
+            try:
+                config_cls(**overrides)
+            except Exception:
+                # per-layer settings shrunk apart from widths the config keeps elsewhere (dots3's sliding
+                # layers) can fail its validation: let the config derive them itself
+                overrides = {k: v for k, v in overrides.items() if not isinstance(v, dict) or k == "rope_parameters"}
             block = _build_block(block_cls, config_cls(**overrides))
             if not isinstance(getattr(block, "experts", None), nn.Module):
                 # experts switched off by default (Gemma 4's enable_moe_block): switch on what reads so
@@ -241,6 +246,26 @@ def _tiny_model(block_cls: type, package, config_cls: type, config: dict[str, An
         else:
             return name, tried
     return (candidates[0] if candidates else None), config
+
+
+def _layer_inputs(block_cls: type, package, config_cls: type, config: dict[str, Any]) -> dict[str, str]:
+    """For a block that is a decoder layer routing on its own (Gemma 4's: its forward takes position
+    embeddings or a mask), ``ArchCase.layer_inputs``: a ``*Model`` of the package built from the same config
+    and the path of its layer list, whose call to the layer supplies those inputs. Empty for other blocks."""
+    parameters = inspect.signature(block_cls.forward).parameters
+    if not {"position_embeddings", "attention_mask"} & set(parameters):
+        return {}
+    for name in _model_candidates(package, config_cls):
+        if name.endswith("ForCausalLM"):
+            continue  # the bare model: the layers' inputs are what its forward builds
+        try:
+            model = _build(getattr(package, name), config_cls(**config))
+        except Exception:
+            continue
+        for path, module in model.named_modules():
+            if isinstance(module, nn.ModuleList) and any(type(m) is block_cls for m in module):
+                return {"model": name, "layers": path}
+    return {}
 
 
 def _shrink_dimension_of(shape: torch.Size, full: dict[str, Any]) -> dict[str, int]:

@@ -53,7 +53,7 @@ _INT_RULES: list[tuple[str, Any]] = [
     (r"^max_window_layers$", lambda v, d: min(v, _S["layers"])),
     (r"^n_layers_per_", lambda v, d: 1),  # layers grouped in blocks whose bounds must be multiples of it
     # routing
-    (r"^(num_experts_per_tok|num_experts_per_token|moe_k|moe_topk|moe_top_k|top_k)$", lambda v, d: min(v, _S["top_k"])),
+    (r"^(num_experts_per_tok|num_experts_per_token|moe_k|moe_topk|moe_top_k|top_k|top_k_experts)$", lambda v, d: min(v, _S["top_k"])),
     (r"^(n|num|moe_num)_shared_experts$", lambda v, d: min(v, _S["shared_experts"])),
     (r"^(n_group|num_expert_group)$", lambda v, d: 2 if v > 1 else v),
     (r"^topk_group$", lambda v, d: 1 if v > 1 else v),
@@ -83,7 +83,7 @@ _NOT_A_WIDTH = re.compile(r"chunk|block_size|patch|image|kernel|sampl|hop|window
 # head_dim, Qwen4-Exp's indexer heads): filled in, as a hand entry would.
 _NONE_FILLS: list[tuple[str, int]] = [
     (r"^((n|num)_(routed_|local_)?experts|moe_num_experts)$", _S["experts"]),
-    (r"^(num_experts_per_tok|num_experts_per_token|moe_k|moe_topk|moe_top_k)$", _S["top_k"]),
+    (r"^(num_experts_per_tok|num_experts_per_token|moe_k|moe_topk|moe_top_k|top_k_experts)$", _S["top_k"]),
     (r"^(n|num|moe_num)_shared_experts$", 1),
     (r"(moe|expert).*intermediate", _S["expert_width"]),
     (r"(^|_)head_dim$", _S["head_dim"]),
@@ -149,36 +149,63 @@ def _is_index_list(key: str, value: Any) -> bool:
     )
 
 
-def _scaled_sections(sections: list[int], target: int) -> list[int]:
-    """Integer sections in the same proportions, summing to ``target`` (multimodal RoPE's ``mrope_section``)."""
-    total = sum(sections) or 1
-    raw = [s * target / total for s in sections]
-    out = [max(1, int(r)) for r in raw]
-    while sum(out) > target and max(out) > 1:
-        out[out.index(max(out))] -= 1
-    while sum(out) < target:
-        out[max(range(len(raw)), key=lambda i: raw[i] - out[i])] += 1
+def _is_per_layer_config(value: Any) -> bool:
+    """Settings per layer index (dots3's ``per_layer_config``: {"2": {"num_attention_heads": 64, ...}})."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(str(k).isdigit() and isinstance(v, dict) for k, v in value.items())
+    )
+
+
+def _per_layer_config(value: dict, kept: list[int] | None) -> dict:
+    """The entries of the layers kept, renumbered, with fewer heads and smaller ranks. Their head widths stay:
+    an entry may hold some of a layer's head widths while the config holds the others (dots3 checks that
+    its sliding layers' head_dim is nope + rope across the two)."""
+    out = {}
+    for key, settings in value.items():
+        index = int(key)
+        position = kept.index(index) if kept is not None and index in kept else index if kept is None else None
+        if position is not None and position < _S["layers"]:
+            shrunk = {k: v for k, v in tiny_overrides(settings).items() if not k.endswith("head_dim")}
+            out[position] = {**settings, **shrunk}
     return out
 
 
-def _rope(value: Any, old_rope_dim: int, new_rope_dim: int) -> Any:
+def _scaled_sections(sections: list[int], target: int) -> list[int]:
+    """Integer sections in the same proportions, summing to ``target`` (multimodal RoPE's ``mrope_section``,
+    whose sections split half the rotary width; a section may be 0)."""
+    total = sum(sections) or 1
+    raw = [s * target / total for s in sections]
+    out = [int(r) for r in raw]
+    for i in sorted(range(len(raw)), key=lambda i: out[i] - raw[i])[: target - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def _rope(value: Any, rotary_width: int, mrope: bool) -> Any:
     """RoPE parameters (flat, or per attention kind) fitted to the tiny rotary width: a partial factor that
-    leaves no rotary pair gets 0.5; ``mrope_section`` is rescaled to half the new width."""
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if k == "partial_rotary_factor" and isinstance(v, (int, float)) and int(new_rope_dim * v) < 2:
-                out[k] = 0.5
-            elif k == "mrope_section" and isinstance(v, list) and old_rope_dim:
-                out[k] = _scaled_sections(v, max(len(v), round(sum(v) * new_rope_dim / old_rope_dim)))
-            else:
-                out[k] = _rope(v, old_rope_dim, new_rope_dim)
+    leaves no rotary pair gets 0.5; ``mrope_section`` (added where ``mrope``: the model reads one the config
+    does not hold) splits half the rotary width actually used."""
+    if not isinstance(value, dict):
+        return value
+    if not any(isinstance(v, dict) for v in value.values()):  # one set of parameters
+        out = dict(value)
+        factor = out.get("partial_rotary_factor")
+        if isinstance(factor, (int, float)) and int(rotary_width * factor) < 2:
+            out["partial_rotary_factor"] = factor = 0.5
+        half = int(rotary_width * (factor or 1.0)) // 2
+        if isinstance(out.get("mrope_section"), list):
+            out["mrope_section"] = _scaled_sections(out["mrope_section"], half)
+        elif mrope:
+            out["mrope_section"] = _scaled_sections([1, 1, 1], half)
         return out
-    return value
+    return {k: _rope(v, rotary_width, mrope) for k, v in value.items()}
 
 
-def tiny_overrides(defaults: dict[str, Any]) -> dict[str, Any]:
-    """The config kwargs (only those that change) that shrink a config whose ``to_dict()`` is ``defaults``."""
+def tiny_overrides(defaults: dict[str, Any], mrope: bool = False) -> dict[str, Any]:
+    """The config kwargs (only those that change) that shrink a config whose ``to_dict()`` is ``defaults``;
+    ``mrope``: the model reads a multimodal-RoPE ``mrope_section`` (its modeling code names one)."""
     out: dict[str, Any] = {}
     kept = _kept_layers(defaults)
     count = defaults.get("num_hidden_layers")
@@ -199,20 +226,28 @@ def tiny_overrides(defaults: dict[str, Any]) -> dict[str, Any]:
             new = [kept.index(i) for i in value if i in kept]
         elif kept is not None and _is_per_layer(value, count):
             new = [value[i] for i in kept]
+        elif _is_per_layer_config(value):
+            new = _per_layer_config(value, kept)
         else:
             new = None
         if new is not None and new != value:
             out[key] = new
     _keep_relations(defaults, out)
-    rope_dim = defaults.get("qk_rope_head_dim") or defaults.get("head_dim")
-    if isinstance(defaults.get("rope_parameters"), dict) and isinstance(rope_dim, int) and rope_dim > 0:
-        new_rope = out.get("qk_rope_head_dim", out.get("head_dim", rope_dim))
-        rope = _rope(defaults["rope_parameters"], rope_dim, new_rope)
+    merged = {**defaults, **out}
+    # the rotary width: MLA's rope dims, else the head width (hidden / heads where no head_dim is set)
+    rotary = merged.get("qk_rope_head_dim") or merged.get("head_dim") or (merged.get("hidden_size") or _S["hidden"]) // (merged.get("num_attention_heads") or 1)
+    if isinstance(defaults.get("rope_parameters"), dict):
+        rope = _rope(defaults["rope_parameters"], rotary, mrope)
         if rope != defaults["rope_parameters"]:
             out["rope_parameters"] = rope
     factor = defaults.get("partial_rotary_factor")
-    if isinstance(factor, float) and int(out.get("head_dim", _S["head_dim"]) * factor) < 2:
+    if isinstance(factor, float) and int(rotary * factor) < 2:
         out["partial_rotary_factor"] = 0.5
+    # no window set, yet sliding-window layers kept or configured (Step-3.7's sliding heads): a tiny window
+    kinds = [v for value in merged.values() if isinstance(value, list) for v in value if isinstance(v, str)]
+    sliding = any("sliding" in k for k in kinds) or any("sliding" in k and k != "sliding_window" for k in defaults)
+    if "sliding_window" in defaults and defaults["sliding_window"] is None and sliding:
+        out["sliding_window"] = _S["window"]
     return out
 
 

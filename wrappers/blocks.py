@@ -313,14 +313,13 @@ def mechanism_for_class(block_cls: type) -> StructureVerdict:
     if not values:
         return StructureVerdict(None, "its __init__ assigns no self.experts (its experts are held another way)")
     built = [c for value in values for c in _built_classes(value, init[1])]
-    if any(isinstance(c, type) and issubclass(c, nn.ModuleList) for c in built):
-        if callable(getattr(block_cls, "moe", None)):
+    if any(isinstance(c, type) and issubclass(c, (nn.ModuleList, nn.ModuleDict)) for c in built):
+        if callable(getattr(block_cls, "moe", None)) and all(issubclass(c, nn.ModuleList) for c in built):
             return StructureVerdict(
                 MoeMethodMechanism, "its experts are an nn.ModuleList its moe(hidden, top_k_index, top_k_weights) method loops over"
             )
-        return StructureVerdict(
-            None, "its experts are an nn.ModuleList its forward loops over inline (no moe(...) method to replace)"
-        )
+        kind = "nn.ModuleDict" if any(issubclass(c, nn.ModuleDict) for c in built) else "nn.ModuleList"
+        return StructureVerdict(None, f"its experts are an {kind} its forward loops over inline (no moe(...) method to replace)")
     if not all(isinstance(c, type) and issubclass(c, nn.Module) for c in built):
         shown = "; ".join(ast.unparse(v) for v in values)
         return StructureVerdict(None, f"self.experts is built by `{shown}`, not by a module class of its module")
