@@ -68,7 +68,7 @@ def _derive(hand_blocks: frozenset[str], taken: frozenset[str], excluded: frozen
         try:
             case = derive_case(moe_class, names)
         except DerivationError as why:
-            problems[moe_class.name] = str(why)
+            problems[moe_class.name] = " ".join(str(why).split())  # one line: validation errors span several
             continue
         names.add(case.model_type)
         cases.append(case)
