@@ -183,12 +183,6 @@ def _tiny_config(block_cls: type, package, mrope: bool) -> tuple[type, dict[str,
         try:
             defaults = config_cls().to_dict()
             overrides = tiny_overrides(defaults, mrope=mrope)
-            try:
-                config_cls(**overrides)
-            except Exception:
-                # per-layer settings shrunk apart from widths the config keeps elsewhere (dots3's sliding
-                # layers) can fail its validation: let the config derive them itself
-                overrides = {k: v for k, v in overrides.items() if not isinstance(v, dict) or k == "rope_parameters"}
             block = _build_block(block_cls, config_cls(**overrides))
             if not isinstance(getattr(block, "experts", None), nn.Module):
                 # experts switched off by default (Gemma 4's enable_moe_block): switch on what reads so

@@ -149,29 +149,6 @@ def _is_index_list(key: str, value: Any) -> bool:
     )
 
 
-def _is_per_layer_config(value: Any) -> bool:
-    """Settings per layer index (dots3's ``per_layer_config``: {"2": {"num_attention_heads": 64, ...}})."""
-    return (
-        isinstance(value, dict)
-        and bool(value)
-        and all(str(k).isdigit() and isinstance(v, dict) for k, v in value.items())
-    )
-
-
-def _per_layer_config(value: dict, kept: list[int] | None) -> dict:
-    """The entries of the layers kept, renumbered, with fewer heads and smaller ranks. Their head widths stay:
-    an entry may hold some of a layer's head widths while the config holds the others (dots3 checks that
-    its sliding layers' head_dim is nope + rope across the two)."""
-    out = {}
-    for key, settings in value.items():
-        index = int(key)
-        position = kept.index(index) if kept is not None and index in kept else index if kept is None else None
-        if position is not None and position < _S["layers"]:
-            shrunk = {k: v for k, v in tiny_overrides(settings).items() if not k.endswith("head_dim")}
-            out[position] = {**settings, **shrunk}
-    return out
-
-
 def _scaled_sections(sections: list[int], target: int) -> list[int]:
     """Integer sections in the same proportions, summing to ``target`` (multimodal RoPE's ``mrope_section``,
     whose sections split half the rotary width; a section may be 0)."""
@@ -226,8 +203,6 @@ def tiny_overrides(defaults: dict[str, Any], mrope: bool = False) -> dict[str, A
             new = [kept.index(i) for i in value if i in kept]
         elif kept is not None and _is_per_layer(value, count):
             new = [value[i] for i in kept]
-        elif _is_per_layer_config(value):
-            new = _per_layer_config(value, kept)
         else:
             new = None
         if new is not None and new != value:
