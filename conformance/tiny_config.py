@@ -191,7 +191,11 @@ def tiny_overrides(defaults: dict[str, Any], mrope: bool = False) -> dict[str, A
             continue
         if isinstance(value, bool):
             continue
-        if value is None:
+        if value is None and key == "mlp_layer_types":
+            # transformers' convention for per-layer MLP kinds; a config that leaves it None (DeepSeek-OCR-2's
+            # text model) still reads it per layer: one dense layer, then MoE ones, as the hand entries have it
+            new = ["dense"] + ["sparse"] * (_S["layers"] - 1)
+        elif value is None:
             new = _none_fill(key)
         elif isinstance(value, int):
             new = _int_rule(key, value, defaults)
