@@ -18,6 +18,7 @@ import pytest
 
 from .checks_properties import register_hypothesis_profiles
 from .impl import ENV_VAR, Implementation, ImplementationError, load_implementation
+from .reporting import FULL_TRACEBACK_STYLES, short_report
 
 _IMPL = pytest.StashKey[Implementation]()
 
@@ -222,6 +223,21 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
     if report.when == "call" and report.failed and (_recorded(report) or {}).get("outcome") == "error":
         return "error", "E", "ERROR"
     return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed conformance test reports its verdict and the frames that raised, not the harness' traceback,
+    unless the run asked for full tracebacks."""
+    report = yield
+    record = dict(item.user_properties).get("moe_conformance")
+    if record and report.when == "call" and report.failed and call.excinfo is not None and not _full_tracebacks(item.config):
+        report.longrepr = short_report(record["outcome"], record["message"], call.excinfo.value)
+    return report
+
+
+def _full_tracebacks(config: pytest.Config) -> bool:
+    return config.getoption("tbstyle", "auto") in FULL_TRACEBACK_STYLES or bool(config.getoption("fulltrace", False))
 
 
 def environment(config: pytest.Config) -> dict:
