@@ -55,8 +55,8 @@ def main() -> None:
                 # figure can be printed; e.g. exit 4 where the project is not installed and --impl is unknown.
                 sys.exit(f"seed {seed}: the suite did not run (exit {run.returncode}); no flake figure:\n"
                          + (run.stderr or run.stdout)[-2000:])
-    flaky = sorted(test for test, seen in outcomes.items() if seen["failed"])
-    print(f"\n{len(outcomes)} tests x {args.runs} runs: {len(flaky)} flaky (failed in some run)")
+    flaky = sorted(test for test, seen in outcomes.items() if seen["failed"] or seen["error"])
+    print(f"\n{len(outcomes)} tests x {args.runs} runs: {len(flaky)} flaky (failed or a harness error in some run)")
     for test in flaky:
         print(f"  {test}: {dict(outcomes[test])}")
 

@@ -11,17 +11,25 @@ Use it from pytest (``pytest conformance --impl SPEC``) or as plain functions::
 """
 
 from .cases import ArchCase, load_cases
-from .checks import ConformanceFailure
-from .suite import CHECKS, CheckResult, run_checks
 from .impl import Implementation, ImplementationError, load_implementation
+from .outcomes import Outcome, evaluate
+from .setting import Setting
+from .suite import CHECKS, CheckResult, CheckSpec, run_checks
+from .verdicts import ConformanceFailure, HarnessError, NotApplicable
 
 __all__ = [
     "CHECKS",
     "ArchCase",
     "CheckResult",
+    "CheckSpec",
     "ConformanceFailure",
+    "HarnessError",
     "Implementation",
     "ImplementationError",
+    "NotApplicable",
+    "Outcome",
+    "Setting",
+    "evaluate",
     "load_cases",
     "load_implementation",
     "run_checks",

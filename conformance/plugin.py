@@ -16,24 +16,11 @@ from collections import defaultdict
 
 import pytest
 
+from .checks_properties import register_hypothesis_profiles
 from .impl import ENV_VAR, Implementation, ImplementationError, load_implementation
+from .reporting import FULL_TRACEBACK_STYLES, short_report
 
 _IMPL = pytest.StashKey[Implementation]()
-
-# Column headings for the summary table, in CHECKS order (full names are in the legend).
-SHORT_NAMES = {
-    "covered": "covered",
-    "all_experts_observed": "all_seen",
-    "routed_tokens_only": "routed",
-    "output_matches": "output",
-    "experts_are_linear": "linear",
-    "restore_semantics": "restore",
-    "no_side_effects": "no_side_fx",
-    "whole_model": "model",
-    "experts_implementation": "exp_impl",
-    "routing_properties": "hypothesis",
-    "calibration_smoke": "smoke",
-}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -58,6 +45,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     _single_threaded_unless_set()
+    register_hypothesis_profiles()
     spec = config.getoption("--impl") or os.environ.get(ENV_VAR) or "reference"
     try:
         config.stash[_IMPL] = load_implementation(spec)
@@ -119,29 +107,20 @@ class _Recorder:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         properties = dict(report.user_properties)
-        if report.when == "call" and "moe_completeness" in properties:
-            self.completeness = properties["moe_completeness"]
-        if report.when == "call" and "moe_smoke" in properties:
-            self.smoke.append(properties["moe_smoke"])
-        props = dict(report.user_properties).get("moe_conformance")
-        if props is None and report.failed:
+        record = properties.get("moe_conformance")
+        if report.failed and (record is None or report.when != "call"):
             crash = getattr(report.longrepr, "reprcrash", None)
             self.other_failures.append(
                 {"nodeid": report.nodeid, "when": report.when, "message": crash.message if crash else str(report.longrepr)}
             )
-        # One record per test: its call, or the phase that did not pass (a setup skip, a teardown error).
-        if props is None or (report.when != "call" and report.outcome == "passed"):
-            return
-        outcome = "xfail" if hasattr(report, "wasxfail") else report.outcome
-        message = ""
-        if report.outcome == "failed":
-            crash = getattr(report.longrepr, "reprcrash", None)
-            message = crash.message if crash else str(report.longrepr)
-        elif report.outcome == "skipped" and isinstance(report.longrepr, tuple):
-            message = report.longrepr[2]
-            if message.startswith("Skipped: not applicable"):
-                outcome = "n/a"
-        self.results.append({**props, "outcome": outcome, "message": message, "nodeid": report.nodeid})
+        if report.when != "call":
+            return  # a conformance test records its outcome in its call
+        if "moe_completeness" in properties:
+            self.completeness = properties["moe_completeness"]
+        if "moe_smoke" in properties:
+            self.smoke.append(properties["moe_smoke"])
+        if record is not None:
+            self.results.append({**record, "nodeid": report.nodeid})
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -184,6 +163,8 @@ class _Recorder:
             return
         from tabulate import tabulate
 
+        from .suite import CHECKS
+
         config = self.config
         headers, rows = summarise(self.results)
         impl = config.stash[_IMPL].describe()
@@ -192,14 +173,32 @@ class _Recorder:
         tr.write_line(tabulate(rows, headers=headers, tablefmt="simple"))
         for reason in sorted({r["message"] for r in self.results if r["outcome"] == "skipped" and r["message"]}):  # absences
             tr.write_line(f"skip: {reason}")
-        tr.write_line("checks: " + "; ".join(f"{short} = {name}" for name, short in SHORT_NAMES.items() if short != name))
+        tr.write_line("checks: " + "; ".join(f"{spec.short} = {name}" for name, spec in CHECKS.items() if spec.short != name))
         if config_path:
             tr.write_line(f"moe-conformance: results written to {config_path}")
 
 
+def _cell(outcomes: list[str]) -> str:
+    """One architecture x check cell over its tests' outcome kinds (``conformance.outcomes``)."""
+    if not outcomes:
+        return ""
+    failed, errors = outcomes.count("failed"), outcomes.count("error")
+    if failed or errors:
+        parts = [f"FAIL {failed}/{len(outcomes)}"] if failed else []
+        return " ".join(parts + ([f"ERROR {errors}/{len(outcomes)}"] if errors else []))
+    if all(o == "n/a" for o in outcomes):
+        return "n/a"
+    if all(o in ("skipped", "n/a") for o in outcomes):
+        return "skip"
+    if "xfail" in outcomes:
+        return "xfail"
+    return "ok"
+
+
 def summarise(results: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """The architecture x check table: a cell is 'ok', 'FAIL f/n', 'skip' (absent from this transformers),
-    'n/a' (the check does not apply) or 'xfail' over its tests."""
+    """The architecture x check table: a cell is 'ok', 'FAIL f/n' (the implementation broke the contract in f of
+    its n tests), 'ERROR e/n' (the harness, the fixture or the original block failed), 'skip' (absent from this
+    transformers), 'n/a' (the check does not apply) or 'xfail' over its tests."""
     from .suite import CHECKS
 
     cells: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -210,26 +209,35 @@ def summarise(results: list[dict]) -> tuple[list[str], list[list[str]]]:
         cells[(r["arch"], r["check"])].append(r["outcome"])
     extra = [c for c in dict.fromkeys(r["check"] for r in results) if c not in CHECKS]
     checks = [c for c in [*CHECKS, *extra] if any((a, c) in cells for a in archs)]
-    rows = []
-    for arch in sorted(archs):
-        row = [arch]
-        for check in checks:
-            outcomes = cells.get((arch, check), [])
-            failed = sum(o == "failed" for o in outcomes)
-            if not outcomes:
-                row.append("")
-            elif failed:
-                row.append(f"FAIL {failed}/{len(outcomes)}")
-            elif all(o == "n/a" for o in outcomes):
-                row.append("n/a")
-            elif all(o in ("skipped", "n/a") for o in outcomes):
-                row.append("skip")
-            elif any(o == "xfail" for o in outcomes):
-                row.append("xfail")
-            else:
-                row.append("ok")
-        rows.append(row)
-    return ["architecture", *(SHORT_NAMES.get(c, c) for c in checks)], rows
+    rows = [[arch, *(_cell(cells.get((arch, check), [])) for check in checks)] for arch in sorted(archs)]
+    return ["architecture", *(CHECKS[c].short if c in CHECKS else c for c in checks)], rows
+
+
+def _recorded(report: pytest.TestReport) -> dict | None:
+    return dict(report.user_properties).get("moe_conformance")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
+    """A harness error is reported as ERROR (counted with pytest's errors), not as the implementation's FAIL."""
+    if report.when == "call" and report.failed and (_recorded(report) or {}).get("outcome") == "error":
+        return "error", "E", "ERROR"
+    return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed conformance test reports its verdict and the frames that raised, not the harness' traceback,
+    unless the run asked for full tracebacks."""
+    report = yield
+    record = dict(item.user_properties).get("moe_conformance")
+    if record and report.when == "call" and report.failed and call.excinfo is not None and not _full_tracebacks(item.config):
+        report.longrepr = short_report(record["outcome"], record["message"], call.excinfo.value)
+    return report
+
+
+def _full_tracebacks(config: pytest.Config) -> bool:
+    return config.getoption("tbstyle", "auto") in FULL_TRACEBACK_STYLES or bool(config.getoption("fulltrace", False))
 
 
 def environment(config: pytest.Config) -> dict:

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from .cases import ArchCase
-from .checks import ConformanceFailure, _call, _label, _seed, expert_modules, recording_routing
+from .instruments import expert_modules, recording_routing
+from .setting import Setting, build_model
+from .verdicts import HarnessError, fail, implementation_raised, run_implementation, run_original
 from .impl import Implementation
 
 __all__ = ["MinMaxObserver", "SmokeResult", "calibration_smoke", "check_calibration_smoke"]
@@ -62,54 +64,53 @@ class SmokeResult:
         )
 
 
-def calibration_smoke(case: ArchCase, impl: Implementation, tokens: int = 2, seed: int = 0) -> SmokeResult:
-    """Calibrate a tiny whole model on ``tokens`` tokens inside the implementation's context; every expert
-    Linear of every MoE block must end with finite, non-empty min/max statistics."""
-    label = _label(case, "default", "all_experts", torch.float32, (1, tokens))
-    model, _ = case.make_model(seed=seed)
-    inputs = case.make_model_inputs((1, tokens), seed)
+def calibration_smoke(case: ArchCase, impl: Implementation, setting: Setting | None = None, tokens: int = 2) -> SmokeResult:
+    """Calibrate a tiny whole model on ``tokens`` tokens inside the implementation's context (all experts: what
+    calibration asks for); every expert Linear of every MoE block must end with finite, non-empty min/max
+    statistics. ``setting`` defaults to the check's own, in float32 on the CPU."""
+    setting = setting or Setting(case.model_type, "calibration_smoke", dtype=torch.float32)
+    run = build_model(case, setting, (1, tokens), purpose="smoke")
+    model, inputs, label = run.model, run.inputs, run.label
     blocks = [name for name, m in model.named_modules() if type(m).__name__ == case.block]
     if not blocks:
-        raise ConformanceFailure(f"{label}: the fixture's {case.model_class} holds no {case.block}")
+        raise HarnessError(f"{label}: the fixture's {case.model_class} holds no {case.block}")
     modules = dict(model.named_modules())
 
     result = SmokeResult(case.model_type, tokens, case.experts * len(blocks))
     with contextlib.ExitStack() as stack:
         routings = {name: stack.enter_context(recording_routing(case, modules[name], label)) for name in blocks}
-        _call(model, (), inputs, label, f"{case.model_class} without the context")
+        run_original(model, (), inputs, label, f"{case.model_class} without the context")
     result.unseen_without_context = {
         name: [e for e, tokens in enumerate(routing().routed) if not tokens] for name, routing in routings.items()
     }
 
-    with impl.calibration_context(model, calibrate_all_experts=True):
-        inside = dict(model.named_modules())
-        observers: dict[tuple[str, int, str], MinMaxObserver] = {}
-        handles = []
-        for name in blocks:
-            for e, expert in enumerate(expert_modules(inside[name], case, label)):
-                for lname, linear in expert.named_modules():
-                    if isinstance(linear, nn.Linear):
-                        observer = observers[(name, e, lname)] = MinMaxObserver()
-                        handles.append(linear.register_forward_pre_hook(observer))
-        try:
-            _call(model, (), inputs, label, f"{case.model_class} inside the context")
-        finally:
-            for h in handles:
-                h.remove()
+    observers: dict[tuple[str, int, str], MinMaxObserver] = {}
+    with implementation_raised(label, "the calibration context"):
+        with impl.calibration_context(model, calibrate_all_experts=True):
+            inside = dict(model.named_modules())
+            handles = []
+            for name in blocks:
+                for e, expert in enumerate(expert_modules(inside[name], case, label)):
+                    for lname, linear in expert.named_modules():
+                        if isinstance(linear, nn.Linear):
+                            observer = observers[(name, e, lname)] = MinMaxObserver()
+                            handles.append(linear.register_forward_pre_hook(observer))
+            try:
+                run_implementation(model, (), inputs, label, f"{case.model_class} inside the context")
+            finally:
+                for h in handles:
+                    h.remove()
     missing = [key for key, observer in observers.items() if not observer.calibrated]
     if missing:
         block, e, lname = missing[0]
-        raise ConformanceFailure(
-            f"{label}: {len(missing)} expert Linear(s) ended calibration with no finite statistics, e.g. "
+        raise fail(
+            label, f"{len(missing)} expert Linear(s) ended calibration with no finite statistics, e.g. "
             f"{block} expert {e} {lname} (without the context {result.unseen_count}/{result.experts} experts were "
             "unseen; inside it every one must be observed)"
         )
     return result
 
 
-def check_calibration_smoke(case: ArchCase, impl: Implementation, *, variant: str = "default", dtype=torch.float32, **_) -> SmokeResult:
-    """End to end: a tiny whole model calibrated on two tokens inside the implementation's context leaves every
-    expert Linear with finite, non-empty min/max statistics (without the context, most experts stay unseen)."""
-    if not case.model_class:
-        raise ConformanceFailure(f"{case.model_type}: the fixture names no model_class for the calibration smoke")
-    return calibration_smoke(case, impl, seed=_seed(case.model_type, "smoke"))
+def check_calibration_smoke(case: ArchCase, impl: Implementation, setting: Setting) -> SmokeResult:
+    """``calibration_smoke`` in the setting; its result says how many experts natural routing left unseen."""
+    return calibration_smoke(case, impl, setting)

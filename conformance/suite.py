@@ -1,34 +1,27 @@
-"""The suite: which checks exist, the modes and dtypes each runs under, and ``run_checks`` to run them.
+"""The suite: which checks exist, where each runs, and ``run_checks`` to run them as plain functions.
 
-``CHECKS`` is the one declaration the pytest layer (``test_conformance.py``), the reports and ``run_checks``
-parametrise from, like torch's OpInfo database: one entry per check with its modes, dtypes and whether it runs
-for every routing variant of the fixtures.
+``CHECKS`` is the one declaration the pytest layer (``test_conformance.py``), the summary table, the reports and
+``run_checks`` read, like torch's OpInfo database: per check its name, table heading, one-line contract, and the
+variants, modes and dtypes it runs under — which ``CheckSpec.settings`` turns into ``Setting``s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from .cases import ArchCase
-from .checks import (
-    ConformanceFailure,
-    _dtype_name,
-    NotApplicable,
-    check_all_experts_observed,
-    check_covered,
-    check_experts_are_linear,
-    check_experts_implementation,
-    check_no_side_effects,
-    check_output_matches,
-    check_restore_semantics,
-    check_routed_tokens_only,
-    check_routing_properties,
-    check_whole_model,
-)
+from .checks_lifecycle import check_no_side_effects, check_restore_semantics
+from .checks_model import check_whole_model
+from .checks_properties import check_routing_properties
+from .checks_routing import check_all_experts_observed, check_experts_implementation, check_output_matches, check_routed_tokens_only
+from .checks_structure import check_covered, check_experts_are_linear
 from .impl import Implementation
+from .outcomes import Outcome, evaluate
+from .setting import RUN_SEED, Setting
 from .smoke import check_calibration_smoke
 
 __all__ = ["CHECKS", "CheckResult", "CheckSpec", "run_checks"]
@@ -37,49 +30,59 @@ __all__ = ["CHECKS", "CheckResult", "CheckSpec", "run_checks"]
 @dataclass(frozen=True)
 class CheckSpec:
     name: str
-    function: Callable[..., None]
-    modes: tuple[str | None, ...]  # None: the check does not depend on the mode
+    short: str  # the summary table's column heading
+    doc: str  # the contract: what must hold, in one line
+    function: Callable[[ArchCase, Implementation, Setting], Any]
+    modes: tuple[str | None, ...]  # None: the check runs in no single mode
     dtypes: tuple[torch.dtype | None, ...]  # None: the check does not depend on the dtype
     per_variant: bool  # run for every routing variant, or for "default" only
 
-    @property
-    def doc(self) -> str:
-        return (self.function.__doc__ or "").strip().splitlines()[0]
-
-    def combinations(self, case: ArchCase, variants: Sequence[str] | None = None) -> Iterator[tuple[str, str | None, torch.dtype | None]]:
-        """Every (variant, mode, dtype) this check runs under for ``case``."""
-        for variant in (variants or list(case.variants)) if self.per_variant else ["default"]:
+    def settings(self, case: ArchCase, variants: Sequence[str] | None = None, device: str = "cpu", seed: int = RUN_SEED) -> Iterator[Setting]:
+        """Every setting this check runs in for ``case``."""
+        for variant in (variants or list(case.variants)) if self.per_variant else [None]:
             for mode in self.modes:
                 for dtype in self.dtypes:
-                    yield variant, mode, dtype
-
-    def run(self, case: ArchCase, impl: Implementation, variant: str, mode: str | None, dtype: torch.dtype | None):
-        """Run the check once; it raises ``ConformanceFailure`` or ``NotApplicable``, or returns."""
-        kwargs: dict = {"variant": variant}
-        if mode:
-            kwargs["mode"] = mode
-        if dtype:
-            kwargs["dtype"] = dtype
-        return self.function(case, impl, **kwargs)
+                    yield Setting(case.model_type, self.name, variant, mode, dtype, device, seed)
 
 
 BOTH_MODES = ("all_experts", "routed")
 DTYPES = (torch.float32, torch.bfloat16)
+F32 = (torch.float32,)
 
 CHECKS: dict[str, CheckSpec] = {
     spec.name: spec
     for spec in (
-        CheckSpec("covered", check_covered, (None,), (None,), False),
-        CheckSpec("all_experts_observed", check_all_experts_observed, ("all_experts",), DTYPES, True),
-        CheckSpec("routed_tokens_only", check_routed_tokens_only, ("routed",), DTYPES, True),
-        CheckSpec("output_matches", check_output_matches, BOTH_MODES, DTYPES, True),
-        CheckSpec("experts_are_linear", check_experts_are_linear, ("all_experts",), DTYPES, False),
-        CheckSpec("restore_semantics", check_restore_semantics, BOTH_MODES, (torch.float32,), False),
-        CheckSpec("no_side_effects", check_no_side_effects, BOTH_MODES, DTYPES, False),
-        CheckSpec("whole_model", check_whole_model, BOTH_MODES, DTYPES, False),
-        CheckSpec("experts_implementation", check_experts_implementation, BOTH_MODES, DTYPES, False),
-        CheckSpec("routing_properties", check_routing_properties, (None,), (torch.float32,), False),
-        CheckSpec("calibration_smoke", check_calibration_smoke, (None,), (torch.float32,), False),
+        CheckSpec("covered", "covered", "The implementation has a wrapper for the block class: otherwise calibration is silently skipped.",
+                  check_covered, (None,), (None,), False),
+        CheckSpec("all_experts_observed", "all_seen", "calibrate_all_experts=True: every Linear of every expert receives exactly every token, once.",
+                  check_all_experts_observed, ("all_experts",), DTYPES, True),
+        CheckSpec("routed_tokens_only", "routed", "calibrate_all_experts=False: each expert receives exactly the tokens the original routes to it.",
+                  check_routed_tokens_only, ("routed",), DTYPES, True),
+        CheckSpec("output_matches", "output", "The wrapper's output equals the original block's (computed before wrapping): same structure, "
+                  "dtype, shape, every element (router logits too), within the dtype's tolerance.",
+                  check_output_matches, BOTH_MODES, DTYPES, True),
+        CheckSpec("experts_are_linear", "linear", "Experts are nn.Linear: experts x projections of them (plus the block's other Linears), "
+                  "in/out features matching their weights, each weight a bit-exact slice of the original's.",
+                  check_experts_are_linear, ("all_experts",), DTYPES, False),
+        CheckSpec("restore_semantics", "restore", "Through the implementation's context, non-permanent wrappers leave the same module objects, "
+                  "bitwise-equal parameters and buffers and no hooks, also when the body raises; permanent ones stay, still match, "
+                  "and release the block they replaced.",
+                  check_restore_semantics, BOTH_MODES, F32, False),
+        CheckSpec("no_side_effects", "no_side_fx", "Building and running the wrapper leaves the original block's modules, parameters and "
+                  "buffers bitwise unchanged.",
+                  check_no_side_effects, BOTH_MODES, DTYPES, False),
+        CheckSpec("whole_model", "model", "A tiny whole model: the context replaces exactly the MoE blocks; the logits inside it and "
+                  "after it equal the logits before.",
+                  check_whole_model, BOTH_MODES, DTYPES, False),
+        CheckSpec("experts_implementation", "exp_impl", "Under every experts implementation (eager, batched_mm, grouped_mm) the output "
+                  "still matches and the expert Linears still see their tokens: a fused fast path calibrates nothing.",
+                  check_experts_implementation, BOTH_MODES, DTYPES, False),
+        CheckSpec("routing_properties", "hypothesis", "Over any combination of the fixture's routing knobs, any small shape and seed: "
+                  "observation, routing and outputs hold in both modes.",
+                  check_routing_properties, (None,), F32, False),
+        CheckSpec("calibration_smoke", "smoke", "A tiny whole model calibrated on two tokens inside the context leaves every expert "
+                  "Linear with finite, non-empty min/max statistics.",
+                  check_calibration_smoke, (None,), F32, False),
     )
 }
 
@@ -90,8 +93,19 @@ class CheckResult:
     variant: str
     mode: str | None
     dtype: str | None
-    passed: bool
+    outcome: str  # an ``outcomes.KINDS`` kind: passed, failed, error, skipped, n/a, xfail
     message: str = ""
+    id: str = ""  # the setting's id, as the pytest layer names the test
+
+    @property
+    def passed(self) -> bool:
+        """Nothing to fix here: passed, skipped, n/a or an expected failure."""
+        return self.outcome in ("passed", "skipped", "n/a", "xfail")
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> CheckResult:
+        r = outcome.record()
+        return cls(r["check"], r["variant"], r["mode"], r["dtype"], outcome.kind, outcome.message, r["id"])
 
 
 def run_checks(
@@ -101,26 +115,14 @@ def run_checks(
     variants: Sequence[str] | None = None,
     stop_at_first_failure: bool = False,
 ) -> list[CheckResult]:
-    """Every (check, variant, mode, dtype) combination ``CHECKS`` declares for ``case``, one named result each
-    (up to the first failure with ``stop_at_first_failure``)."""
+    """Every setting ``CHECKS`` declares for ``case`` (of ``checks``, default all), one result each, through
+    the same ``evaluate`` as the pytest layer (up to the first failure or error with ``stop_at_first_failure``)."""
     results = []
     for name in checks or CHECKS:
         spec = CHECKS[name]
-        for variant, mode, dtype in spec.combinations(case, variants):
-            dtype_name = dtype and _dtype_name(dtype)
-            skip, xfail = case.expected_gap("skip", name, dtype), case.expected_gap("xfail", name, dtype)
-            if skip:  # known gaps are data, as in the pytest layer
-                results.append(CheckResult(name, variant, mode, dtype_name, True, f"skipped: {skip}"))
-                continue
-            try:
-                spec.run(case, impl, variant, mode, dtype)
-                passed, message = not xfail, f"passed, but the fixtures expect it to fail: {xfail}" if xfail else ""
-            except NotApplicable as reason:
-                passed, message = True, f"not applicable: {reason}"
-            except ConformanceFailure as failure:
-                passed, message = bool(xfail), f"expected failure ({xfail}): {failure}" if xfail else str(failure)
-            results.append(CheckResult(name, variant, mode, dtype_name, passed, message))
-            if stop_at_first_failure and not passed:
+        for setting in spec.settings(case, variants):
+            result = CheckResult.of(evaluate(case, spec, setting, impl))
+            results.append(result)
+            if stop_at_first_failure and not result.passed:
                 return results
-    return results
     return results

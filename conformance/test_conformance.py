@@ -1,7 +1,10 @@
-"""The suite: every check of ``CHECKS`` for every architecture case of ``fixtures/architectures.toml``.
+"""The suite: every check of ``CHECKS`` in every setting it declares, for every architecture case of the
+fixtures.
 
-Test ids read ``<model_type>-<check>[-<variant>][-<mode>][-<dtype>]``, so ``-k glm4_moe_lite`` selects one
-architecture and ``-k restore`` one check. The implementation under test comes from ``--impl``.
+Test ids are the settings' ids, ``<model_type>-<check>[-<variant>][-<mode>][-<dtype>]``, so ``-k glm4_moe_lite``
+selects one architecture and ``-k restore`` one check. The implementation under test comes from ``--impl``.
+What a test comes to is decided by ``conformance.outcomes.evaluate``; this layer only records it and tells
+pytest.
 """
 
 from __future__ import annotations
@@ -9,45 +12,31 @@ from __future__ import annotations
 import pytest
 
 from conformance.cases import load_cases
-from conformance.checks import NotApplicable
+from conformance.outcomes import ERROR, FAILED, NOT_APPLICABLE, SKIPPED, XFAIL, evaluate
 from conformance.suite import CHECKS
+from conformance.verdicts import ConformanceFailure
 
 CASES = load_cases()
 
 
 def _params():
     for case in CASES:
-        for name, spec in CHECKS.items():
-            for variant, mode, dtype in spec.combinations(case):
-                parts = [case.model_type, name, *([variant] if spec.per_variant else []), *([mode] if mode else [])]
-                parts += [str(dtype).removeprefix("torch.")] if dtype else []
-                reason = case.expected_gap("xfail", name, dtype)
-                marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-                yield pytest.param(case, name, variant, mode, dtype, id="-".join(parts), marks=marks)
+        for spec in CHECKS.values():
+            for setting in spec.settings(case):
+                yield pytest.param(case, setting, id=setting.id)
 
 
-@pytest.mark.parametrize(("case", "check", "variant", "mode", "dtype"), list(_params()))
-def test_conformance(case, check, variant, mode, dtype, impl, record_property):
-    record_property(
-        "moe_conformance",
-        {
-            "arch": case.model_type,
-            "check": check,
-            "variant": variant,
-            "mode": mode,
-            "dtype": str(dtype).removeprefix("torch."),
-            "fixture": case.source,  # "hand" (a reviewed fixtures/*.toml entry) or "derived" (derived_fixtures.py)
-        },
-    )
-    absent = case.absent_reason()
-    if absent:
-        pytest.skip(absent)
-    skip = case.expected_gap("skip", check, dtype)
-    if skip:
-        pytest.skip(f"{case.model_type}: {skip}")
-    try:
-        outcome = CHECKS[check].run(case, impl, variant, mode, dtype)
-    except NotApplicable as reason:
-        pytest.skip(f"not applicable: {reason}")
-    if hasattr(outcome, "summary"):  # the calibration smoke: what natural routing left unseen, for the summary
-        record_property("moe_smoke", outcome.summary())
+@pytest.mark.parametrize(("case", "setting"), list(_params()))
+def test_conformance(case, setting, impl, record_property):
+    outcome = evaluate(case, CHECKS[setting.check], setting, impl)
+    # Structured, for the summary table and --moe-report: the plugin reads the kind, never the text.
+    # "fixture": "hand" (a reviewed fixtures/*.toml entry) or "derived" (derived_fixtures.py).
+    record_property("moe_conformance", {**outcome.record(), "fixture": case.source})
+    if hasattr(outcome.value, "summary"):  # the calibration smoke: what natural routing left unseen
+        record_property("moe_smoke", outcome.value.summary())
+    if outcome.kind in (SKIPPED, NOT_APPLICABLE):
+        pytest.skip(outcome.message)
+    if outcome.kind == XFAIL:
+        pytest.xfail(outcome.message)
+    if outcome.kind in (FAILED, ERROR):
+        raise outcome.exception or ConformanceFailure(outcome.message)

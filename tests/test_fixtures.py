@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conformance.cases import FIXTURES_DIR, load_cases
-from conformance.checks import TOLERANCE, ConformanceFailure, compare_outputs
 from conformance.suite import CHECKS
+from conformance.verdicts import TOLERANCE, ConformanceFailure, compare_outputs
 
 
 def test_every_entry_is_complete_and_its_variants_exist():

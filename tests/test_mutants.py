@@ -43,10 +43,14 @@ def test_mutant_is_caught(mutant, case, record_property):
         verdict("load")
         assert "original" in str(error)
         return
-    failures = [r for r in run_checks(case, impl, stop_at_first_failure=True) if not r.passed]
-    verdict(failures[0].check if failures else "SURVIVED")
-    assert failures, f"mutant {mutant.name} ({mutant.bug}) survived every check on {case.model_type}"
-    assert case.model_type in failures[0].message
+    stopped = [r for r in run_checks(case, impl, stop_at_first_failure=True) if not r.passed]
+    if not stopped:
+        verdict("SURVIVED")
+    else:  # only a FAIL kills: an ERROR means the harness, not the mutant, was judged
+        verdict(stopped[0].check if stopped[0].outcome == "failed" else f"ERROR in {stopped[0].check}")
+    assert stopped, f"mutant {mutant.name} ({mutant.bug}) survived every check on {case.model_type}"
+    assert stopped[0].outcome == "failed", f"{mutant.name}: a harness error, not a kill: {stopped[0].message}"
+    assert case.model_type in stopped[0].message
 
 
 @pytest.mark.parametrize("check", CHECKS)
@@ -58,7 +62,7 @@ def test_every_check_catches_a_mutant_on_its_own(check):
         if not mutant.applies(case.make_block()[0]):
             continue
         results = run_checks(case, impl, checks=[check], stop_at_first_failure=True)
-        assert not results[-1].passed, f"{check} did not catch {CAUGHT_BY[check]} on {case.model_type}"
+        assert results[-1].outcome == "failed", f"{check} did not catch {CAUGHT_BY[check]} on {case.model_type}: {results[-1]}"
 
 
 @pytest.mark.parametrize("case", GENERIC_CASES, ids=lambda c: c.model_type)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 import wrappers
 from conformance import load_cases, load_implementation
-from conformance.checks import model_output
+from conformance.checks_model import model_output
 from reference import standardize_lookup_name
 from wrappers.permanent import PermanentCalibrationMoEBlock
 

@@ -1,0 +1,265 @@
+"""Instruments: forward hooks that observe a block or model without changing what it computes.
+
+- ``recording_routing`` / ``observe_original``: which tokens the *original* block routed to which expert;
+- ``expert_modules`` / ``record_linear_inputs``: the rows every expert ``nn.Linear`` of a wrapper receives;
+- ``recording_calls`` / ``feeding_recorded_inputs``: a whole model's MoE blocks' inputs and outputs, and replaying
+  the original's inputs into them.
+
+Hooks only read (or, for ``feeding_recorded_inputs``, substitute recorded inputs); every handle is removed on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .cases import ArchCase
+from .oracle import parallel_experts
+from .verdicts import HarnessError, fail, run_original
+
+__all__ = [
+    "Routing",
+    "expert_modules",
+    "feeding_recorded_inputs",
+    "observe_original",
+    "record_linear_inputs",
+    "recording_calls",
+    "recording_routing",
+    "row_indices",
+    "scaled_row_indices",
+]
+
+
+@dataclass
+class Routing:
+    """What the original block did: the token rows its experts consume, and which tokens went to which expert."""
+
+    tokens: torch.Tensor  # [T, H] expert-input rows
+    routed: list[list[int]]  # per expert, the token indices routed to it (sorted)
+    # [E, T, H] when each expert receives its own pre-scaled copy of the tokens (``dense_expert_inputs``):
+    # the row expert e received for token t (zero where t is not routed to e).
+    expert_rows: torch.Tensor | None = None
+
+
+def row_indices(rows: torch.Tensor, tokens: torch.Tensor) -> list[int | None]:
+    """For each row, the index of the token it is an exact copy of (None if none)."""
+    if rows.numel() == 0:
+        return []
+    equal = (rows[:, None, :] == tokens[None, :, :]).all(dim=-1)
+    found = equal.any(dim=1)
+    first = equal.float().argmax(dim=1)
+    return [int(i) if ok else None for i, ok in zip(first.tolist(), found.tolist())]
+
+
+def scaled_row_indices(rows: torch.Tensor, routing: Routing, e: int) -> list[int | None]:
+    """For each row an expert received, the token it stands for when tokens reach experts pre-scaled by their
+    routing score (``Routing.expert_rows``): a token routed to expert ``e`` must arrive exactly as the original
+    fed it; a token not routed there (all-experts mode) as a nonzero multiple of the token, the scale being the
+    wrapper's choice."""
+    if rows.numel() == 0:
+        return []
+    routed = torch.zeros(routing.tokens.shape[0], dtype=torch.bool, device=rows.device)
+    routed[routing.routed[e]] = True
+    exact = (rows[:, None, :] == routing.expert_rows[e][None, :, :]).all(dim=-1) & routed
+    r, x = rows.double(), routing.tokens.double()
+    scale = (r @ x.T) / (x * x).sum(dim=-1).clamp_min(1e-300)  # [R, T] least-squares multiple of each token
+    residual = (r[:, None, :] - scale[..., None] * x[None]).abs().amax(dim=-1)
+    tolerance = 4 * torch.finfo(rows.dtype).eps * r.abs().amax(dim=-1, keepdim=True)
+    multiple = (residual <= tolerance) & (scale != 0) & ~routed
+    match = exact | multiple
+    first = match.float().argmax(dim=1)
+    return [int(i) if ok else None for i, ok in zip(first.tolist(), match.any(dim=1).tolist())]
+
+
+def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
+    return next(a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor))
+
+
+def _hook_experts(case: ArchCase, block: nn.Module, captured: dict[str, Any]) -> list | None:
+    """Hooks on the original's experts, by how its experts are called; None where none of the ways fits."""
+    experts = getattr(block, "experts", None)
+    parallel = parallel_experts(case, block)
+    if parallel is not None:
+        captured["rows"] = {i: [] for i in range(case.experts)}
+
+        def grab_sorted(module, hook_args):  # (rows sorted by expert, rows per expert)
+            for i, rows in enumerate(hook_args[0].detach().split(list(hook_args[1]), dim=0)):
+                captured["rows"][i].append(rows)
+
+        return [parallel["gate_up"].register_forward_pre_hook(grab_sorted)]
+    if case.dense_expert_inputs:
+        def grab_dense(module, hook_args, hook_kwargs):
+            rows = _first_tensor(hook_args, hook_kwargs)
+            captured["dense"] = rows.detach().reshape(case.experts, -1, rows.shape[-1])
+
+        return [experts.register_forward_pre_hook(grab_dense, with_kwargs=True)]
+    if isinstance(experts, (nn.ModuleList, nn.ModuleDict)):
+        members = list(experts.values() if isinstance(experts, nn.ModuleDict) else experts)
+        captured["rows"] = {i: [] for i in range(len(members))}
+
+        def grab_member(i):
+            def grab(module, hook_args):
+                captured["rows"][i].append(hook_args[0].detach().reshape(-1, hook_args[0].shape[-1]))
+
+            return grab
+
+        return [m.register_forward_pre_hook(grab_member(i)) for i, m in enumerate(members)]
+    if isinstance(experts, nn.Module):
+        # One module for all experts (fused 3-D, DBRX's stacked 2-D), called with the tokens and the top-k index.
+        signature = inspect.signature(experts.forward)
+
+        def grab_indexed(module, hook_args, hook_kwargs):
+            # Positional or keyword (4.57 gpt-oss passes router_indices=...): the first tensor is the hidden
+            # states, the first integer tensor after it the top-k expert index.
+            bound = signature.bind(*hook_args, **hook_kwargs).arguments.values()
+            tensors = [a for a in bound if isinstance(a, torch.Tensor)]
+            captured["tokens"] = tensors[0].detach().reshape(-1, tensors[0].shape[-1])
+            captured["index"] = next((a.detach() for a in tensors[1:] if not a.is_floating_point()), None)
+
+        return [experts.register_forward_pre_hook(grab_indexed, with_kwargs=True)]
+    return None
+
+
+@contextlib.contextmanager
+def recording_routing(case: ArchCase, block: nn.Module, label: str) -> Iterator[Callable[[], Routing]]:
+    """While open, hooks on the original block and its experts record what one call of the block routed where;
+    the yielded function returns that call's ``Routing`` once the block has run. The hooks only read; a block
+    they cannot observe is a harness fault (``HarnessError``)."""
+    captured: dict[str, Any] = {}
+
+    def grab_block_input(module, hook_args, hook_kwargs):
+        hidden = _first_tensor(hook_args, hook_kwargs)
+        captured.setdefault("block_input", hidden.detach().reshape(-1, hidden.shape[-1]))
+
+    expert_hooks = _hook_experts(case, block, captured)
+    if expert_hooks is None:
+        experts = type(getattr(block, "experts", None)).__name__
+        raise HarnessError(f"{label}: cannot observe the original {case.block}: its experts are {experts}")
+    handles = [block.register_forward_pre_hook(grab_block_input, with_kwargs=True), *expert_hooks]
+
+    def routing() -> Routing:
+        if "dense" in captured:
+            tokens, rows = captured["block_input"], captured["dense"]
+            routed = [torch.nonzero((rows[e] != 0).any(dim=-1)).flatten().tolist() for e in range(case.experts)]
+            return Routing(tokens, routed, rows)
+        if "tokens" in captured:
+            tokens, index = captured["tokens"], captured["index"]
+            if index is None:
+                raise HarnessError(f"{label}: cannot observe the original {case.block}: its experts were called without a top-k index")
+            routed = [sorted(set(torch.nonzero((index == e).any(dim=-1)).flatten().tolist())) for e in range(case.experts)]
+            return Routing(tokens, routed)
+        if "rows" not in captured or "block_input" not in captured:
+            raise HarnessError(f"{label}: the original {case.block} never called its experts")
+        tokens = captured["block_input"]
+        routed = []
+        for i in range(case.experts):
+            rows = torch.cat(captured["rows"][i]) if captured["rows"][i] else tokens[:0]
+            routed.append(sorted(t for t in row_indices(rows, tokens) if t is not None))
+        return Routing(tokens, routed)
+
+    try:
+        yield routing
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def observe_original(case: ArchCase, block: nn.Module, args: tuple, kwargs: dict, label: str) -> tuple[Any, Routing]:
+    """Run the original block once; return its output and its routing, observed through hooks."""
+    with recording_routing(case, block, label) as routing:
+        out = run_original(block, args, kwargs, label, f"the original {case.block}")
+    return out, routing()
+
+
+def expert_modules(wrapper: nn.Module, case: ArchCase, label: str) -> list[nn.Module]:
+    """The wrapper's per-expert modules: ``wrapper.experts`` must be indexable, one module per routed expert."""
+    experts = getattr(wrapper, "experts", None)
+    if experts is None:
+        raise fail(label, f"{type(wrapper).__name__} has no 'experts' attribute holding per-expert modules")
+    if isinstance(experts, nn.ModuleDict):
+        members = list(experts.values())
+    else:
+        try:
+            members = [experts[i] for i in range(len(experts))]
+        except TypeError:
+            raise fail(
+                label, f"{type(wrapper).__name__}.experts is a {type(experts).__name__}, not per-expert modules "
+                "(fused experts must be unpacked into one module of nn.Linear per expert)"
+            ) from None
+    members = [m for m in members if any(isinstance(x, nn.Linear) for x in m.modules())]
+    if len(members) != case.experts:
+        raise fail(label, f"{type(wrapper).__name__}.experts exposes {len(members)} experts with nn.Linear, expected {case.experts}")
+    return members
+
+
+@contextlib.contextmanager
+def record_linear_inputs(experts: Sequence[nn.Module]) -> Iterator[list[dict[str, list[torch.Tensor]]]]:
+    """Per expert, per Linear name: the input rows each call received."""
+    seen: list[dict[str, list[torch.Tensor]]] = [{} for _ in experts]
+    handles = []
+    for i, expert in enumerate(experts):
+        for name, module in expert.named_modules():
+            if isinstance(module, nn.Linear):
+                seen[i][name] = []
+
+                def grab(mod, hook_args, _calls=seen[i][name]):
+                    _calls.append(hook_args[0].detach().reshape(-1, hook_args[0].shape[-1]))
+
+                handles.append(module.register_forward_pre_hook(grab))
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def recording_calls(modules: dict[str, nn.Module], recorded: dict[str, tuple], outputs: dict[str, Any]) -> Iterator[None]:
+    """While open, keep the (first) inputs and output of each named module's call."""
+    handles = []
+
+    # Hooks that return something replace the call's inputs or output: these return None.
+    def grab_inputs(name: str, args: tuple, kwargs: dict) -> None:
+        recorded.setdefault(name, (args, kwargs))
+
+    def grab_output(name: str, out: Any) -> None:
+        outputs.setdefault(name, out)
+
+    for name, module in modules.items():
+        handles.append(module.register_forward_pre_hook(lambda m, a, k, _n=name: grab_inputs(_n, a, k), with_kwargs=True))
+        handles.append(module.register_forward_hook(lambda m, a, out, _n=name: grab_output(_n, out)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def feeding_recorded_inputs(model: nn.Module, names: set[str], recorded: dict[str, tuple], outputs: dict[str, Any]) -> Iterator[None]:
+    """While open, the module at each of ``names`` receives the tensors recorded from the original model in place
+    of its own (other arguments, such as a cache this very call fills, stay the current ones) and its output is
+    kept in ``outputs``."""
+    modules = dict(model.named_modules())
+    handles = []
+
+    def feed(name: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        old_args, old_kwargs = recorded[name]
+        args = tuple(o if isinstance(o, torch.Tensor) else a for a, o in zip(args, old_args))
+        kwargs = {k: old_kwargs[k] if isinstance(old_kwargs.get(k), torch.Tensor) else v for k, v in kwargs.items()}
+        return args, kwargs
+
+    for name in names:
+        handles.append(modules[name].register_forward_pre_hook(lambda m, a, k, _n=name: feed(_n, a, k), with_kwargs=True))
+        handles.append(modules[name].register_forward_hook(lambda m, a, out, _n=name: outputs.__setitem__(_n, out)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

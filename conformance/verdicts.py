@@ -1,0 +1,163 @@
+"""Verdicts: who is to blame when something goes wrong, and the output comparison with its tolerance.
+
+A check ends in one of three exceptions, or returns (the implementation conforms):
+
+- ``ConformanceFailure``: the implementation under test broke the contract (FAIL);
+- ``HarnessError``: the original block, the fixture or the harness itself failed, so nothing was learnt about the
+  implementation (ERROR);
+- ``NotApplicable``: the check does not apply to this architecture here (n/a).
+
+The helpers here run modules and contexts on the right side of that line: ``run_original`` blames the harness,
+``run_implementation``, ``wrap`` and ``implementation_raised`` the implementation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from .impl import ConstructionError, Implementation
+
+__all__ = [
+    "ConformanceFailure",
+    "HarnessError",
+    "NotApplicable",
+    "TOLERANCE",
+    "compare_outputs",
+    "dtype_name",
+    "fail",
+    "implementation_raised",
+    "run_implementation",
+    "run_original",
+    "wrap",
+]
+
+# Largest |got - want| allowed, relative to max |want| (the output's own scale). An expert run on all tokens and
+# then gathered differs from the same expert run on the routed rows by float rounding only (~1e-7 relative in
+# float32), so 1e-5 leaves two orders of margin for that and still fails a 1e-4 drift. bfloat16 keeps 8 bits
+# of mantissa (ulp 2^-8 relative): 2e-2 allows a few ulps of re-ordered accumulation and nothing more.
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
+
+
+class ConformanceFailure(AssertionError):
+    """The implementation does not conform; the message says where and how."""
+
+
+class HarnessError(Exception):
+    """The original block, the fixture or the harness failed: the implementation was not judged. The message
+    says what failed (and, for a fixture fault, names the fixture file and entry)."""
+
+
+class NotApplicable(Exception):
+    """The check does not apply to this architecture here; reported as n/a, with the reason."""
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def fail(label: str, message: str) -> ConformanceFailure:
+    return ConformanceFailure(f"{label}: {message}")
+
+
+def _where(exc: BaseException) -> str:
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{frame.filename}:{frame.lineno}"
+
+
+def run_original(module: nn.Module, args: tuple, kwargs: dict, label: str, what: str) -> Any:
+    """Run a module the harness built and nothing has touched yet: if it raises, the fixture or the installed
+    transformers is at fault, not the implementation."""
+    try:
+        with torch.no_grad():
+            return module(*args, **kwargs)
+    except Exception as exc:
+        raise HarnessError(f"{label}: {what} raised {type(exc).__name__}: {exc} (at {_where(exc)})") from exc
+
+
+def run_implementation(module: nn.Module, args: tuple, kwargs: dict, label: str, what: str) -> Any:
+    """Run the implementation's module (or a model it has changed): if it raises, that is its failure."""
+    try:
+        with torch.no_grad():
+            return module(*args, **kwargs)
+    except Exception as exc:
+        raise fail(label, f"{what} raised {type(exc).__name__}: {exc} (at {_where(exc)})") from exc
+
+
+def wrap(impl: Implementation, block: nn.Module, config: Any, calibrate_all: bool, label: str) -> nn.Module:
+    """The implementation's wrapper for ``block``; a missing or unconstructible wrapper is its failure."""
+    try:
+        return impl.wrap(block, config, calibrate_all)
+    except (LookupError, ConstructionError) as exc:
+        # The constructor's own exception stays the cause, so a short report can show the frame that raised.
+        raise fail(label, str(exc)) from exc.__cause__
+
+
+@contextlib.contextmanager
+def implementation_raised(label: str, what: str) -> Iterator[None]:
+    """Around code that runs the implementation's context: an exception it raises is its failure; verdicts the
+    harness raised inside pass unchanged."""
+    try:
+        yield
+    except (ConformanceFailure, HarnessError, NotApplicable):
+        raise
+    except Exception as exc:
+        raise fail(label, f"{what} raised {type(exc).__name__}: {exc}") from exc
+
+
+def compare_outputs(got: Any, want: Any, label: str, path: str = "output", tolerance_dtype: torch.dtype | None = None) -> None:
+    """Same structure (tensor / tuple / list), dtype and shape; values within ``TOLERANCE`` of the reference's
+    own scale. Raises ``ConformanceFailure`` naming the element and the worst value. ``tolerance_dtype`` is the
+    precision the computation ran in, where it differs from the output's (a bfloat16 model whose logits come
+    out in float32)."""
+    if isinstance(want, torch.Tensor):
+        _compare_tensors(got, want, label, path, tolerance_dtype)
+        return
+    if isinstance(want, (tuple, list)):
+        if type(got) is not type(want) and not (isinstance(got, tuple) and isinstance(want, tuple)):
+            raise fail(label, f"{path}: expected a {type(want).__name__} of {len(want)}, got {type(got).__name__}")
+        if len(got) != len(want):
+            raise fail(label, f"{path}: expected {len(want)} elements, got {len(got)}")
+        for i, (g, w) in enumerate(zip(got, want)):
+            compare_outputs(g, w, label, f"{path}[{i}]", tolerance_dtype)
+        return
+    if got != want:
+        raise fail(label, f"{path}: {got!r}, expected {want!r}")
+
+
+def _compare_tensors(got: Any, want: torch.Tensor, label: str, path: str, tolerance_dtype: torch.dtype | None) -> None:
+    if not isinstance(got, torch.Tensor):
+        raise fail(label, f"{path}: expected a tensor, got {type(got).__name__}")
+    if got.shape != want.shape:
+        raise fail(label, f"{path}: shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+    if got.dtype != want.dtype:
+        raise fail(label, f"{path}: dtype {dtype_name(got.dtype)}, expected {dtype_name(want.dtype)}")
+    if not want.is_floating_point():
+        if not torch.equal(got, want):
+            raise fail(label, f"{path}: integer values differ")
+        return
+    finite = torch.isfinite(want)
+    if not torch.equal(torch.isfinite(got), finite):
+        raise fail(label, f"{path}: non-finite values where the original has finite ones (or the reverse)")
+    # On the CPU: the error's position and values are reported, and double precision is not on every device.
+    g, w = got.detach().cpu().double()[finite.cpu()], want.detach().cpu().double()[finite.cpu()]
+    if w.numel() == 0:
+        return
+    scale = w.abs().max().item() or 1.0
+    err = (g - w).abs()
+    worst = err.argmax()
+    relative = err[worst].item() / scale
+    tolerance = TOLERANCE.get(tolerance_dtype or want.dtype, 1e-5)
+    if not relative <= tolerance:
+        flat = int(torch.nonzero(finite.cpu().flatten())[worst])
+        index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), want.shape))
+        raise fail(
+            label,
+            f"{path}: max error {relative:.3g} of the output's scale {scale:.3g} exceeds {tolerance:g} "
+            f"(at {index}: got {g[worst].item():.6g}, expected {w[worst].item():.6g})",
+        )
