@@ -30,8 +30,9 @@ def check_whole_model(case: ArchCase, impl: Implementation, setting: Setting) ->
 
     In bfloat16, rounding differences between a fused kernel and per-expert Linears can flip a later layer's
     top-k on a near tie and change the logits far beyond rounding (one seed in 20 did, in gpt-oss): a flake, not
-    a bug. So there every MoE block is fed the inputs the original model gave it, and each block's output is
-    compared too; float32 runs free."""
+    a bug. So there every call of every MoE block is fed the inputs the original model gave that call (a looped
+    layer's block runs once per pass, each on its own input), and each call's output is compared too; float32
+    runs free."""
     run = build_model(case, setting, MODEL_SHAPE)
     model, inputs, label = run.model, run.inputs, run.label
     before = dict(model.named_modules())
@@ -40,18 +41,23 @@ def check_whole_model(case: ArchCase, impl: Implementation, setting: Setting) ->
     held = {case.block, *case.model_also_holds}
     moe_blocks = {name for name, m in before.items() if type(m).__name__ in held}
     forced = setting.dtype != torch.float32
-    recorded: dict[str, tuple] = {}
-    block_outputs: dict[str, Any] = {}
+    recorded: dict[str, list[tuple]] = {}  # per MoE block, each call's inputs (a looped layer's block runs per pass)
+    block_outputs: dict[str, list[Any]] = {}
     with recording_calls({n: before[n] for n in moe_blocks}, recorded, block_outputs) if forced else contextlib.nullcontext():
         want = model_output(run_original(model, (), inputs, label, case.model_class))
     want_blocks = dict(block_outputs)
 
     def output(when: str):
-        outputs: dict[str, Any] = {}
+        outputs: dict[str, list[Any]] = {}
         with feeding_recorded_inputs(model, moe_blocks, recorded, outputs) if forced else contextlib.nullcontext():
             got = model_output(run_implementation(model, (), inputs, label, f"{case.model_class} {when}"))
-        for name in sorted(outputs):
-            compare_outputs(outputs[name], want_blocks[name], label, f"{name} {when} (fed the original's input)", setting.dtype)
+        for name in sorted(set(outputs) | set(want_blocks)):
+            calls, want_calls = outputs.get(name, []), want_blocks.get(name, [])
+            if len(calls) != len(want_calls):
+                raise fail(label, f"{name} {when} was called {len(calls)} times; the original model calls it {len(want_calls)} times")
+            for i, (got_call, want_call) in enumerate(zip(calls, want_calls)):
+                call = f" call {i + 1} of {len(calls)}" if len(calls) > 1 else ""
+                compare_outputs(got_call, want_call, label, f"{name}{call} {when} (fed the original's input)", setting.dtype)
         return got
 
     with implementation_raised(label, "the calibration context"):

@@ -2,8 +2,8 @@
 
 - ``recording_routing`` / ``observe_original``: which tokens the *original* block routed to which expert;
 - ``expert_modules`` / ``record_linear_inputs``: the rows every expert ``nn.Linear`` of a wrapper receives;
-- ``recording_calls`` / ``feeding_recorded_inputs``: a whole model's MoE blocks' inputs and outputs, and replaying
-  the original's inputs into them.
+- ``recording_calls`` / ``feeding_recorded_inputs``: a whole model's MoE blocks' inputs and outputs, call by call,
+  and replaying the original's inputs into the same calls.
 
 Hooks only read (or, for ``feeding_recorded_inputs``, substitute recorded inputs); every handle is removed on exit.
 """
@@ -220,16 +220,18 @@ def record_linear_inputs(experts: Sequence[nn.Module]) -> Iterator[list[dict[str
 
 
 @contextlib.contextmanager
-def recording_calls(modules: dict[str, nn.Module], recorded: dict[str, tuple], outputs: dict[str, Any]) -> Iterator[None]:
-    """While open, keep the (first) inputs and output of each named module's call."""
+def recording_calls(modules: dict[str, nn.Module], recorded: dict[str, list[tuple]], outputs: dict[str, list[Any]]) -> Iterator[None]:
+    """While open, keep the inputs and output of every call of each named module, in call order: a block can be
+    called more than once per model call (a looped layer runs once per pass), each time on another input."""
     handles = []
 
-    # Hooks that return something replace the call's inputs or output: these return None.
+    # Hooks that return something replace the call's inputs or output: these return None. Tensors are cloned: a
+    # later layer may change in place what it was given (the residual stream), and the recording must not move.
     def grab_inputs(name: str, args: tuple, kwargs: dict) -> None:
-        recorded.setdefault(name, (args, kwargs))
+        recorded.setdefault(name, []).append((_cloned(args), _cloned(kwargs)))
 
     def grab_output(name: str, out: Any) -> None:
-        outputs.setdefault(name, out)
+        outputs.setdefault(name, []).append(_cloned(out))
 
     for name, module in modules.items():
         handles.append(module.register_forward_pre_hook(lambda m, a, k, _n=name: grab_inputs(_n, a, k), with_kwargs=True))
@@ -241,23 +243,44 @@ def recording_calls(modules: dict[str, nn.Module], recorded: dict[str, tuple], o
             h.remove()
 
 
+def _cloned(value: Any) -> Any:
+    """``value`` with every tensor in it (in tuples, lists and plain dicts) cloned, the containers' types kept."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
+        return type(value)(*map(_cloned, value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(map(_cloned, value))
+    if type(value) is dict:
+        return {k: _cloned(v) for k, v in value.items()}
+    return value
+
+
 @contextlib.contextmanager
-def feeding_recorded_inputs(model: nn.Module, names: set[str], recorded: dict[str, tuple], outputs: dict[str, Any]) -> Iterator[None]:
-    """While open, the module at each of ``names`` receives the tensors recorded from the original model in place
-    of its own (other arguments, such as a cache this very call fills, stay the current ones) and its output is
-    kept in ``outputs``."""
+def feeding_recorded_inputs(
+    model: nn.Module, names: set[str], recorded: dict[str, list[tuple]], outputs: dict[str, list[Any]]
+) -> Iterator[None]:
+    """While open, the i-th call of the module at each of ``names`` receives the tensors the original model gave
+    its i-th call in place of its own (other arguments, such as a cache this very call fills, stay the current
+    ones), and every call's output is kept in ``outputs``, in call order. A call beyond those recorded runs on
+    its own input (the check then sees the call counts differ)."""
     modules = dict(model.named_modules())
     handles = []
+    calls = dict.fromkeys(names, 0)
 
-    def feed(name: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        old_args, old_kwargs = recorded[name]
-        args = tuple(o if isinstance(o, torch.Tensor) else a for a, o in zip(args, old_args))
-        kwargs = {k: old_kwargs[k] if isinstance(old_kwargs.get(k), torch.Tensor) else v for k, v in kwargs.items()}
+    def feed(name: str, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        i, calls[name] = calls[name], calls[name] + 1
+        if i >= len(recorded.get(name, ())):
+            return None
+        old_args, old_kwargs = recorded[name][i]
+        # fresh copies each time: a block that changes its input in place must not change the recording
+        args = tuple(_cloned(o) if isinstance(o, torch.Tensor) else a for a, o in zip(args, old_args))
+        kwargs = {k: _cloned(old_kwargs[k]) if isinstance(old_kwargs.get(k), torch.Tensor) else v for k, v in kwargs.items()}
         return args, kwargs
 
     for name in names:
         handles.append(modules[name].register_forward_pre_hook(lambda m, a, k, _n=name: feed(_n, a, k), with_kwargs=True))
-        handles.append(modules[name].register_forward_hook(lambda m, a, out, _n=name: outputs.__setitem__(_n, out)))
+        handles.append(modules[name].register_forward_hook(lambda m, a, out, _n=name: outputs.setdefault(_n, []).append(_cloned(out))))
     try:
         yield
     finally:
