@@ -6,13 +6,14 @@ for ``run_checks`` alike.
 | ``passed`` | the implementation conforms here |
 | ``failed`` | FAIL: the implementation broke the contract (``ConformanceFailure``), or an expected failure passed |
 | ``error`` | ERROR: the original block, the fixture or the harness failed; the implementation was not judged |
-| ``skipped`` | the architecture is absent from the installed transformers, or the fixture lists a known skip |
+| ``skipped`` | the architecture is absent from the installed transformers, the fixture lists a known skip, or the implementation does not cover the block (every check but ``covered``; that one too with ``covered_only``) |
 | ``n/a`` | the check does not apply to this architecture here |
 | ``xfail`` | a failure (or harness error) the fixture lists as expected |
 """
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from .verdicts import ConformanceFailure, HarnessError, NotApplicable
 if TYPE_CHECKING:
     from .suite import CheckSpec
 
-__all__ = ["KINDS", "Outcome", "evaluate"]
+__all__ = ["KINDS", "Outcome", "evaluate", "uncovered_reason"]
 
 PASSED, FAILED, ERROR, SKIPPED, NOT_APPLICABLE, XFAIL = "passed", "failed", "error", "skipped", "n/a", "xfail"
 KINDS = (PASSED, FAILED, ERROR, SKIPPED, NOT_APPLICABLE, XFAIL)
@@ -40,6 +41,9 @@ class Outcome:
     message: str = ""
     value: Any = None  # what the check returned (the calibration smoke's counts)
     exception: BaseException | None = None  # the verdict or error behind a failed / error / xfail outcome
+    # The implementation has no wrapper for the block: the ``covered`` check's failure (or, with ``covered_only``,
+    # its skip) and every other check's skip say so, and the run lists the architecture as uncovered.
+    uncovered: bool = False
 
     @property
     def green(self) -> bool:
@@ -47,7 +51,7 @@ class Outcome:
 
     def record(self) -> dict[str, Any]:
         """The outcome as plain data for the run's results (the summary table, ``--moe-report``)."""
-        return {**self.setting.record(), "outcome": self.kind, "message": self.message}
+        return {**self.setting.record(), "outcome": self.kind, "message": self.message, "uncovered": self.uncovered}
 
 
 def _harness_message(case: ArchCase, setting: Setting, exc: BaseException) -> str:
@@ -62,15 +66,34 @@ def _harness_message(case: ArchCase, setting: Setting, exc: BaseException) -> st
     )
 
 
-def evaluate(case: ArchCase, spec: CheckSpec, setting: Setting, impl: Implementation) -> Outcome:
+def uncovered_reason(case: ArchCase, impl: Implementation) -> str | None:
+    """Why ``impl`` cannot be judged on ``case`` (it has no wrapper for the block), or None."""
+    if impl.wrapper_for(case.block) is not None:
+        return None
+    return f"{case.model_type}: uncovered: calibration would be silently skipped ({impl.name} has no wrapper for {case.block})"
+
+
+def evaluate(case: ArchCase, spec: CheckSpec, setting: Setting, impl: Implementation, covered_only: bool = False) -> Outcome:
     """Run ``spec`` once in ``setting`` and say what it came to. Known gaps (the fixture's ``skip`` / ``xfail``)
-    are applied here, and only here."""
+    are applied here, and only here.
+
+    A block the implementation does not cover is one failure, the ``covered`` check's: its other checks would
+    all fail for the same reason, so they are skipped as uncovered. ``covered_only`` (a wrapper package that
+    targets some architectures only) skips the ``covered`` failure too."""
     absent = case.absent_reason()
     if absent:
         return Outcome(setting, SKIPPED, absent)
     skip = case.expected_gap("skip", spec.name, setting.dtype)
     if skip:
         return Outcome(setting, SKIPPED, f"{case.model_type}: {skip}")
+    uncovered = uncovered_reason(case, impl)
+    if uncovered and (covered_only or spec.name != "covered"):
+        return Outcome(setting, SKIPPED, uncovered, uncovered=True)
+    outcome = _judge(case, spec, setting, impl)
+    return dataclasses.replace(outcome, uncovered=True) if uncovered else outcome
+
+
+def _judge(case: ArchCase, spec: CheckSpec, setting: Setting, impl: Implementation) -> Outcome:
     expected = case.expected_gap("xfail", spec.name, setting.dtype)
     try:
         value = spec.function(case, impl, setting)

@@ -31,6 +31,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"implementation under test: 'reference' (default), 'llmcompressor', or a dotted module path "
         f"defining CALIBRATION_WRAPPERS (also ${ENV_VAR})",
     )
+    group.addoption(
+        "--covered-only",
+        action="store_true",
+        default=False,
+        help="for wrapper packages that target some architectures only: an architecture the implementation does "
+        "not cover is skipped rather than failed (its 'covered' test and registry_completeness's uncovered "
+        "classes); the run still lists every uncovered one",
+    )
     group.addoption("--moe-report", default=None, metavar="PATH", help="write every conformance result as JSON to PATH")
     group.addoption(
         "--require-reviewed",
@@ -80,6 +88,11 @@ def _threads() -> str:
 @pytest.fixture(scope="session")
 def impl(request: pytest.FixtureRequest) -> Implementation:
     return request.config.stash[_IMPL]
+
+
+@pytest.fixture(scope="session")
+def covered_only(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--covered-only"))
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -171,21 +184,45 @@ class _Recorder:
         tr = terminalreporter
         tr.section(f"moe-conformance: {impl}; {_versions()}")
         tr.write_line(tabulate(rows, headers=headers, tablefmt="simple"))
-        for reason in sorted({r["message"] for r in self.results if r["outcome"] == "skipped" and r["message"]}):  # absences
+        skips = {r["message"] for r in self.results if r["outcome"] == "skipped" and r["message"] and not r.get("uncovered")}
+        for reason in sorted(skips):  # absences, the fixtures' known skips
             tr.write_line(f"skip: {reason}")
+        for line in uncovered_lines(self.results, config.getoption("--covered-only")):
+            tr.write_line(line)
         tr.write_line("checks: " + "; ".join(f"{spec.short} = {name}" for name, spec in CHECKS.items() if spec.short != name))
         if config_path:
             tr.write_line(f"moe-conformance: results written to {config_path}")
 
 
+def uncovered_lines(results: list[dict], covered_only: bool) -> list[str]:
+    """One line per architecture whose block the implementation does not cover: green under ``--covered-only``,
+    but never silent."""
+    by_arch: dict[str, list[dict]] = defaultdict(list)
+    for r in results:
+        if r.get("uncovered"):
+            by_arch[r["arch"]].append(r)
+    lines = []
+    for arch, records in sorted(by_arch.items()):
+        reason = next((r for r in records if r["outcome"] == "skipped"), records[0])["message"]
+        if any(r["outcome"] == "failed" for r in records):
+            how = "its covered test fails, its other checks are skipped"
+        else:
+            how = "skipped (--covered-only)" if covered_only else "skipped"
+        lines.append(f"{reason}; {how}")
+    return lines
+
+
 def _cell(outcomes: list[str]) -> str:
-    """One architecture x check cell over its tests' outcome kinds (``conformance.outcomes``)."""
+    """One architecture x check cell over its tests' outcome kinds (``conformance.outcomes``), and
+    'uncovered' for the skips of a block the implementation does not cover."""
     if not outcomes:
         return ""
     failed, errors = outcomes.count("failed"), outcomes.count("error")
     if failed or errors:
         parts = [f"FAIL {failed}/{len(outcomes)}"] if failed else []
         return " ".join(parts + ([f"ERROR {errors}/{len(outcomes)}"] if errors else []))
+    if "uncovered" in outcomes:
+        return "uncovered"
     if all(o == "n/a" for o in outcomes):
         return "n/a"
     if all(o in ("skipped", "n/a") for o in outcomes):
@@ -198,7 +235,8 @@ def _cell(outcomes: list[str]) -> str:
 def summarise(results: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The architecture x check table: a cell is 'ok', 'FAIL f/n' (the implementation broke the contract in f of
     its n tests), 'ERROR e/n' (the harness, the fixture or the original block failed), 'skip' (absent from this
-    transformers), 'n/a' (the check does not apply) or 'xfail' over its tests."""
+    transformers), 'uncovered' (the implementation has no wrapper for the block), 'n/a' (the check does not
+    apply) or 'xfail' over its tests."""
     from .suite import CHECKS
 
     cells: dict[tuple[str, str], list[str]] = defaultdict(list)
@@ -206,7 +244,8 @@ def summarise(results: list[dict]) -> tuple[list[str], list[list[str]]]:
     for r in results:
         if r["arch"] not in archs:
             archs.append(r["arch"])
-        cells[(r["arch"], r["check"])].append(r["outcome"])
+        uncovered = r.get("uncovered") and r["outcome"] == "skipped"
+        cells[(r["arch"], r["check"])].append("uncovered" if uncovered else r["outcome"])
     extra = [c for c in dict.fromkeys(r["check"] for r in results) if c not in CHECKS]
     checks = [c for c in [*CHECKS, *extra] if any((a, c) in cells for a in archs)]
     rows = [[arch, *(_cell(cells.get((arch, check), [])) for check in checks)] for arch in sorted(archs)]

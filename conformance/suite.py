@@ -96,6 +96,7 @@ class CheckResult:
     outcome: str  # an ``outcomes.KINDS`` kind: passed, failed, error, skipped, n/a, xfail
     message: str = ""
     id: str = ""  # the setting's id, as the pytest layer names the test
+    uncovered: bool = False  # the implementation has no wrapper for the block
 
     @property
     def passed(self) -> bool:
@@ -105,7 +106,7 @@ class CheckResult:
     @classmethod
     def of(cls, outcome: Outcome) -> CheckResult:
         r = outcome.record()
-        return cls(r["check"], r["variant"], r["mode"], r["dtype"], outcome.kind, outcome.message, r["id"])
+        return cls(r["check"], r["variant"], r["mode"], r["dtype"], outcome.kind, outcome.message, r["id"], outcome.uncovered)
 
 
 def run_checks(
@@ -114,14 +115,16 @@ def run_checks(
     checks: Sequence[str] | None = None,
     variants: Sequence[str] | None = None,
     stop_at_first_failure: bool = False,
+    covered_only: bool = False,
 ) -> list[CheckResult]:
     """Every setting ``CHECKS`` declares for ``case`` (of ``checks``, default all), one result each, through
-    the same ``evaluate`` as the pytest layer (up to the first failure or error with ``stop_at_first_failure``)."""
+    the same ``evaluate`` as the pytest layer (up to the first failure or error with ``stop_at_first_failure``;
+    ``covered_only`` as ``--covered-only``: a block the implementation does not cover is skipped, not failed)."""
     results = []
     for name in checks or CHECKS:
         spec = CHECKS[name]
         for setting in spec.settings(case, variants):
-            result = CheckResult.of(evaluate(case, spec, setting, impl))
+            result = CheckResult.of(evaluate(case, spec, setting, impl, covered_only))
             results.append(result)
             if stop_at_first_failure and not result.passed:
                 return results

@@ -1,6 +1,7 @@
 """registry_completeness: every MoE block class of the installed transformers is covered by the implementation
 under test and checked by the fixtures (hand-written, or derived from the config's defaults where no hand entry
-exists yet), except the listed non-targets (reported by name, with reasons).
+exists yet), except the listed non-targets (reported by name, with reasons). With ``--covered-only`` classes the
+implementation does not cover are listed, not failed.
 
 With ``--require-reviewed`` (the tf-newest canary) a class only a derived fixture checks fails too, with what
 is known about it: covered and checked, to be reviewed, or what it needs."""
@@ -41,10 +42,12 @@ def test_registry_completeness(impl, record_property, request):
     # uncovered/unchecked line of the same class: it says the same, and what to do)
     unreviewed = unreviewed_messages(report, impl) if request.config.getoption("--require-reviewed") else []
     said = {c.name for c in report.unreviewed} if unreviewed else set()
+    # --covered-only: a package that targets some architectures; the summary still lists every uncovered class
+    covered_only = request.config.getoption("--covered-only")
     problems = [
         f"uncovered: calibration would be silently skipped: {c.name} ({c.module}) has no wrapper in {impl.name}"
         for c in report.no_wrapper
-        if c.name not in said
+        if c.name not in said and not covered_only
     ] + [
         f"unchecked: {c.name} ({c.module}) has no fixture entry and none could be derived "
         f"({report.derivation_problems.get(c.name, 'not attempted')}), so the suite does not check it"

@@ -27,8 +27,8 @@ def _params():
 
 
 @pytest.mark.parametrize(("case", "setting"), list(_params()))
-def test_conformance(case, setting, impl, record_property):
-    outcome = evaluate(case, CHECKS[setting.check], setting, impl)
+def test_conformance(case, setting, impl, covered_only, record_property):
+    outcome = evaluate(case, CHECKS[setting.check], setting, impl, covered_only)
     # Structured, for the summary table and --moe-report: the plugin reads the kind, never the text.
     # "fixture": "hand" (a reviewed fixtures/*.toml entry) or "derived" (derived_fixtures.py).
     record_property("moe_conformance", {**outcome.record(), "fixture": case.source})

@@ -1,0 +1,57 @@
+"""An implementation that covers some architectures: an uncovered one is one failure (its ``covered`` test),
+not one per check, and ``--covered-only`` turns that failure into a skip while the run still lists it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# glm4_moe_lite is covered by tests.single_architecture, qwen3_moe is not
+SELECTION = "glm4_moe_lite- or qwen3_moe-"
+
+
+def _run(*options: str) -> tuple[dict[str, int], str]:
+    env = {k: v for k, v in os.environ.items() if k != "MOE_CONFORMANCE_IMPL"}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance", "-p", "no:xdist", "-q", "-rfEs", "--impl", "tests.single_architecture",
+         "-k", SELECTION, *options],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
+    )
+    last = run.stdout.strip().splitlines()[-1]
+    counts = {kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)", last)}
+    return {"rc": run.returncode, **counts}, run.stdout
+
+
+@pytest.fixture(scope="module")
+def default_run():
+    return _run()
+
+
+def test_uncovered_architecture_is_one_failure(default_run):
+    counts, out = default_run
+    assert counts["rc"] == 1 and counts.get("failed") == 1, out[-3000:]
+    assert "FAILED conformance/test_conformance.py::test_conformance[qwen3_moe-covered]" in out
+    assert "uncovered: calibration would be silently skipped" in out
+    # every other qwen3_moe check is skipped as uncovered; glm4_moe_lite passes everything
+    assert not re.search(r"FAILED .*glm4_moe_lite-", out) and not re.search(r"ERROR .*", out), out[-3000:]
+    row = next(line for line in out.splitlines() if line.startswith("qwen3_moe "))
+    assert row.split()[1:] == ["FAIL", "1/1", *["uncovered"] * 10], row
+    green = next(line for line in out.splitlines() if line.startswith("glm4_moe_lite "))
+    assert set(green.split()[1:]) == {"ok"}, green
+    skips = re.findall(r"^SKIPPED \[(\d+)\] \S+ (.*)$", out, re.MULTILINE)
+    assert skips and all(reason.startswith("qwen3_moe: uncovered") for _, reason in skips), skips
+    assert sum(int(n) for n, _ in skips) == counts["skipped"] > 0
+
+
+def test_covered_only_run_is_green_and_lists_the_uncovered(default_run):
+    counts, out = _run("--covered-only")
+    assert counts["rc"] == 0 and "failed" not in counts, out[-3000:]
+    assert counts.get("passed") == default_run[0]["passed"]  # glm4_moe_lite: the same tests pass
+    assert "uncovered: calibration would be silently skipped (tests.single_architecture has no wrapper for " \
+        "Qwen3MoeSparseMoeBlock); skipped (--covered-only)" in out
