@@ -63,7 +63,7 @@ def completeness_section(c: dict | None) -> list[str]:
 
 def render(data: dict) -> str:
     sys.path.insert(0, str(REPO))
-    from conformance.plugin import summarise
+    from conformance.plugin import summarise, uncovered_lines
     from conformance.suite import CHECKS
 
     env, results = data["environment"], data["results"]
@@ -72,7 +72,11 @@ def render(data: dict) -> str:
     for r in results:
         counts[r["outcome"]] += 1
     archs = {r["arch"] for r in results}
-    absent = sorted({r["arch"] for r in results if r["outcome"] == "skipped"} - {r["arch"] for r in results if r["outcome"] != "skipped"})
+    # an architecture the implementation does not cover is skipped too (--covered-only), but it is not absent
+    absent = sorted(
+        {r["arch"] for r in results if r["outcome"] == "skipped" and not r.get("uncovered")}
+        - {r["arch"] for r in results if r["outcome"] != "skipped" or r.get("uncovered")}
+    )
     other = data.get("other_failures", [])
     failed = counts["failed"] + len(other)
     exit_code = data.get("exit_code")
@@ -98,7 +102,8 @@ def render(data: dict) -> str:
         "",
         "A cell aggregates every variant, mode and dtype of that check: `ok`, `FAIL failed/total` (the "
         "implementation broke the contract), `ERROR errors/total` (the harness, a fixture or the original block "
-        "failed), `skip` (the architecture is absent from this transformers), `n/a` (the check does not apply) or "
+        "failed), `skip` (the architecture is absent from this transformers), `uncovered` (the implementation has no "
+        "wrapper for the block), `n/a` (the check does not apply) or "
         "`xfail` (a known gap recorded in the fixtures).",
         "",
         tabulate(rows, headers=headers, tablefmt="github"),
@@ -116,6 +121,9 @@ def render(data: dict) -> str:
             message = rs[0]["message"].splitlines()[0]
             lines.append(f"- **{arch} / {check}** ({len(rs)} tests): {message}")
         lines.append("")
+    uncovered = uncovered_lines(results, covered_only=False)
+    if uncovered:
+        lines += ["## Not covered by this implementation", ""] + [f"- {line}" for line in uncovered] + [""]
     if absent:
         lines += ["## Not in this transformers version", ""]
         reasons = {r["arch"]: r["message"] for r in results if r["outcome"] == "skipped"}
