@@ -11,6 +11,7 @@ Use it from pytest (``pytest conformance --impl SPEC``) or as plain functions::
 """
 
 from .cases import ArchCase, load_cases
+from .fixture_files import FixtureError
 from .impl import Implementation, ImplementationError, load_implementation
 from .outcomes import Outcome, evaluate
 from .setting import Setting
@@ -23,6 +24,7 @@ __all__ = [
     "CheckResult",
     "CheckSpec",
     "ConformanceFailure",
+    "FixtureError",
     "HarnessError",
     "Implementation",
     "ImplementationError",

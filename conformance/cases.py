@@ -1,4 +1,4 @@
-"""Architecture cases: ``fixtures/architectures.toml`` turned into tiny random blocks, models and inputs.
+"""Architecture cases: the entries of ``fixtures/*.toml`` turned into tiny random blocks, models and inputs.
 
 Nothing here reaches a model hub: every block and model is built from a config on the CPU and given random
 weights (``randomise_``), because transformers creates fused expert weights with ``torch.empty`` and zeroes
@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,11 +17,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = ["ArchCase", "load_cases", "randomise_", "FIXTURES_DIR", "Shape", "SHAPES"]
 
@@ -46,17 +40,20 @@ class _Captured(Exception):
 class ArchCase:
     """One MoE block class of one architecture, as the fixtures describe it."""
 
-    model_type: str
+    # The fields are the fixture schema (fixture_files.py): an entry's keys are these fields, those without a
+    # default required; `fixture_key=False` marks the ones not written as keys.
+    model_type: str = field(metadata={"fixture_key": False})  # the entry's name: [architectures.<model_type>]
     block: str
     module: str
     config_class: str
-    model_class: str | None
-    config: dict[str, Any]
-    model_config: dict[str, Any]
     experts: int
     projections: int
-    variants: dict[str, dict[str, Any]]
-    knobs: dict[str, list[Any]]
+    model_class: str | None = None
+    presets: tuple[str, ...] = ()  # the [presets.*] tables merged, in order, into `config`
+    config: dict[str, Any] = field(default_factory=dict)
+    model_config: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"default": {}})
+    knobs: dict[str, list[Any]] = field(default_factory=dict)
     # check name (or "*") -> reason, or a table {reason, transformers = "<version specifier>", dtype = "..."}
     # that limits the entry to some transformers versions / dtypes
     skip: dict[str, Any] = field(default_factory=dict)
@@ -116,7 +113,7 @@ class ArchCase:
     model_also_holds: tuple[str, ...] = ()
     # "hand": an entry of fixtures/*.toml, reviewed by a maintainer; "derived": made by derived_fixtures.py
     # from the config class's defaults for a block no entry checks yet (checked, but not reviewed).
-    source: str = "hand"
+    source: str = field(default="hand", metadata={"fixture_key": False})
 
     @property
     def id(self) -> str:
@@ -326,81 +323,16 @@ def randomise_(module: nn.Module, seed: int, buffers_in=None) -> nn.Module:
     return module
 
 
-def _read_fixtures(folder: Path) -> dict[str, dict[str, Any]]:
-    """Every ``*.toml`` in ``folder``, merged table by table; a name defined in two places is an error."""
-    files = sorted(folder.glob("*.toml"))
-    if not files:
-        raise FileNotFoundError(f"no fixture files (*.toml) in {folder}; set MOE_CONFORMANCE_FIXTURES to the fixtures folder")
-    merged: dict[str, dict[str, Any]] = {}
-    origin: dict[tuple[str, str], Path] = {}
-    for path in files:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-        for section, entries in data.items():
-            for name, value in entries.items():
-                if (section, name) in origin:
-                    raise ValueError(f"[{section}.{name}] is defined in both {origin[section, name]} and {path}")
-                origin[section, name] = path
-                merged.setdefault(section, {})[name] = value
-    return merged
-
-
 def load_cases(folder: Path = FIXTURES_DIR, derive: bool = True) -> list[ArchCase]:
-    """The hand-written cases of ``folder``, then (``derive``) the cases ``derived_fixtures`` derives for the
-    installed transformers' MoE blocks that no hand case checks."""
-    data = _read_fixtures(folder)
-    path = folder
-    presets = data.get("presets", {})
-    cases = []
-    for model_type, entry in data["architectures"].items():
-        config: dict[str, Any] = {}
-        for preset in entry.get("presets", []):
-            config.update(presets[preset])
-        config.update(entry.get("config", {}))
-        variants = entry.get("variants", {"default": {}})
-        if isinstance(variants, str):
-            variants = data["variant_sets"][variants]
-        knobs = entry.get("knobs", {})
-        if isinstance(knobs, str):
-            knobs = data["knob_sets"][knobs]
-        if "default" not in variants:
-            raise ValueError(f"{path}: {model_type} has no 'default' variant")
-        cases.append(
-            ArchCase(
-                model_type=model_type,
-                block=entry["block"],
-                module=entry["module"],
-                config_class=entry["config_class"],
-                model_class=entry.get("model_class"),
-                config=config,
-                model_config=entry.get("model_config", {}),
-                experts=entry["experts"],
-                projections=entry["projections"],
-                variants=variants,
-                knobs=knobs,
-                skip=entry.get("skip", {}),
-                xfail=entry.get("xfail", {}),
-                forward_kwargs=entry.get("forward_kwargs", {}),
-                forward_none=tuple(entry.get("forward_none", ())),
-                input_ids=entry.get("input_ids", False),
-                model_decoder_inputs=entry.get("model_decoder_inputs", False),
-                model_inputs_embeds=entry.get("model_inputs_embeds", False),
-                expert_layout=entry.get("expert_layout", {}),
-                dense_expert_inputs=entry.get("dense_expert_inputs", False),
-                parallel_experts=entry.get("parallel_experts", {}),
-                expert_weights=entry.get("expert_weights", {}),
-                expert_weights_transposed=tuple(entry.get("expert_weights_transposed", ())),
-                routing_tables=tuple(entry.get("routing_tables", ())),
-                block_kwargs=entry.get("block_kwargs", {}),
-                keep_in_fp32=tuple(entry.get("keep_in_fp32", ())),
-                layer_inputs=entry.get("layer_inputs", {}),
-                model_inputs=entry.get("model_inputs", {}),
-                model_composite=entry.get("model_composite", {}),
-                model_also_holds=tuple(entry.get("model_also_holds", ())),
-            )
-        )
+    """The hand-written cases of ``folder`` (``fixture_files``: a file that breaks the schema raises
+    ``FixtureError``), then (``derive``) the cases ``derived_fixtures`` derives for the installed transformers'
+    MoE blocks that no hand case checks."""
+    # imported here: both modules build on ArchCase, defined above
+    from .fixture_files import load_fixture_cases
+
+    cases, excluded = load_fixture_cases(folder)
     if derive:
         from .derived_fixtures import derived_cases
 
-        cases += derived_cases(cases, excluded=frozenset(data.get("not_calibration_targets", {}))).cases
+        cases += derived_cases(cases, excluded=excluded).cases
     return cases

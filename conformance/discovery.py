@@ -147,9 +147,10 @@ def discovered_class(name: str) -> type | None:
 
 def not_calibration_targets() -> dict[str, str]:
     """Class name -> why it is not a calibration target (``[not_calibration_targets]`` in the fixtures)."""
-    from .cases import FIXTURES_DIR, _read_fixtures
+    from .cases import FIXTURES_DIR
+    from .fixture_files import read_fixtures
 
-    return dict(_read_fixtures(FIXTURES_DIR).get("not_calibration_targets", {}))
+    return dict(read_fixtures(FIXTURES_DIR)[0].get("not_calibration_targets", {}))
 
 
 @dataclass

@@ -2,7 +2,8 @@
 fixture, and the architecture x check table at the end of a run.
 
 ``--impl SPEC`` (or ``MOE_CONFORMANCE_IMPL=SPEC``) picks the implementation under test; a spec that cannot be
-used stops the run with one error line (pytest's usage error, exit code 4) before any test runs.
+used, or a fixture file that breaks the schema, stops the run with one error line (pytest's usage error, exit
+code 4) before any test runs.
 ``--moe-report PATH`` also writes every result, with the environment, as JSON (``reports/generate.py`` turns
 it into the per-transformers-version compatibility report).
 """
@@ -54,12 +55,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     _single_threaded_unless_set()
     register_hypothesis_profiles()
+    _check_fixture_files()
     spec = config.getoption("--impl") or os.environ.get(ENV_VAR) or "reference"
     try:
         config.stash[_IMPL] = load_implementation(spec)
     except ImplementationError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(_Recorder(config), "moe-conformance-recorder")
+
+
+def _check_fixture_files() -> None:
+    """A fixture file that breaks the schema (an unknown or missing key, a TOML syntax error) stops the run with
+    one line naming the file, entry and key, before any test runs; at collection it would be a traceback of the
+    test module's import. A folder without fixture files is left to the tests that read it: this plugin loads
+    in every pytest run of the environment."""
+    from .cases import FIXTURES_DIR
+    from .fixture_files import FixtureError, load_fixture_cases
+
+    if not any(FIXTURES_DIR.glob("*.toml")):
+        return
+    try:
+        load_fixture_cases(FIXTURES_DIR)
+    except FixtureError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 # Variables through which a user sets torch's intra-op thread count; when any is set, the suite leaves it be.
