@@ -160,3 +160,16 @@ def test_uncovered_moe_blocks_are_reported(caplog):
         with calibration_context(model, {}):
             pass
     assert "3 ToyMoE block(s) have no calibration wrapper and will NOT be calibrated" in caplog.text
+
+
+def test_one_table_maps_block_classes_to_mechanisms():
+    """wrappers/table.py is the only place a block class name is given a wrapper and a mechanism: every name
+    ``import wrappers`` registers is in it, each value is a mechanism (or GENERIC), and nothing else keeps a
+    registry of its own."""
+    import wrappers
+    from wrappers.blocks import CalibrationMoEBlock
+
+    assert set(wrappers.GENERIC_BLOCKS) == {standardize_lookup_name(name) for name in wrappers.BLOCK_MECHANISMS}
+    for name, mechanism in wrappers.BLOCK_MECHANISMS.items():
+        assert mechanism is wrappers.GENERIC or (issubclass(mechanism, CalibrationMoEBlock) and mechanism._is_mechanism), name
+    assert not [k for k, v in vars(CalibrationMoEBlock).items() if isinstance(v, dict) and not k.startswith("__")]

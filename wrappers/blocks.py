@@ -1,6 +1,6 @@
 """Generic calibration wrappers: the block's own forward, with only the expert dispatch replaced.
 
-One wrapper class, ``CalibrationMoEBlock``, is registered for every block the generic mechanisms serve. Built
+One wrapper class, ``CalibrationMoEBlock``, is registered for every block ``table.py`` lists. Built
 for a block, it returns an instance of a class made on first use that derives from a *mechanism* and from the
 original block's class, so the block's own ``forward`` (routing, shared experts, return structure) runs
 unchanged on it, whatever transformers version is installed. The wrapper adopts the original's children,
@@ -13,8 +13,8 @@ layouts in different transformers versions (``Qwen3MoeSparseMoeBlock`` holds a M
   of the fused 3-D weights with an all-tokens mode;
 - ``MoeMethodMechanism`` (4.x DeepSeek-style blocks): the block's ``moe(hidden, idx, weights)`` method, which
   loops over a ``ModuleList`` of experts, is overridden;
-- a hand-written forward registered in ``CalibrationMoEBlock.legacy_forwards`` for 4.x blocks that route and
-  loop inline (``legacy_inline_topk.py``).
+- a hand-written mechanism, the one ``table.py`` gives the block's class name, for layouts neither serves (4.x
+  blocks that route and loop inline, ``inline_topk.py``; DBRX, Llama 4, ParallelExperts, capacity routers, ...).
 
 The original block is never modified, so ``restore`` returns it. Subclasses of ``CalibrationMoEBlock`` (or of a
 mechanism) are specialised the same way, so a variant wrapper only overrides what it changes.
@@ -42,8 +42,8 @@ __all__ = [
     "FusedExpertsMechanism",
     "MoeMethodMechanism",
     "StructureVerdict",
+    "choose_mechanism",
     "mechanism_for_class",
-    "register_generic",
     "wrapper_by_structure",
 ]
 
@@ -63,8 +63,6 @@ class CalibrationMoEBlock(MoECalibrationModule):
     """The reference wrapper for every block served by a generic mechanism."""
 
     is_permanent = False
-    # Original block class name -> hand-written mechanism for layouts the generic ones cannot serve.
-    legacy_forwards: ClassVar[dict[str, type[CalibrationMoEBlock]]] = {}
     _is_mechanism: ClassVar[bool] = False
 
     def __new__(cls, *args: Any, original: nn.Module | None = None, **kwargs: Any):
@@ -108,12 +106,15 @@ def _specialise(bases: tuple[type, ...]) -> type:
 def choose_mechanism(original: nn.Module) -> type[CalibrationMoEBlock]:
     """The mechanism that serves ``original``'s layout in the installed transformers (``mechanism_for_class``
     answers the same question from the class alone, before any instance exists)."""
+    # imported here: the table imports every mechanism module, and each of those imports this one
+    from .table import BLOCK_MECHANISMS
+
     experts = getattr(original, "experts", None)
     if experts is not None and is_fused_experts(experts):
         return FusedExpertsMechanism
-    legacy = CalibrationMoEBlock.legacy_forwards.get(type(original).__name__)
-    if legacy is not None:
-        return legacy
+    by_name = BLOCK_MECHANISMS.get(type(original).__name__)
+    if by_name is not None:
+        return by_name
     if isinstance(experts, nn.ModuleList) and callable(getattr(type(original), "moe", None)):
         return MoeMethodMechanism
     raise TypeError(
@@ -147,15 +148,9 @@ class MoeMethodMechanism(CalibrationMoEBlock):
         return out.type(hidden_states.dtype)
 
 
-def register_generic(*block_class_names: str) -> None:
-    """Make ``CalibrationMoEBlock`` the wrapper of these original block classes."""
-    for name in block_class_names:
-        MoECalibrationModule.register_value(CalibrationMoEBlock, name)
-
-
 # -- coverage decided from the class ------------------------------------------------------------------------
 #
-# A new transformers release adds blocks before anyone writes a `register_generic(...)` line for them. Most
+# A new transformers release adds blocks before anyone adds them to table.py. Most
 # follow a contract a generic mechanism already serves, and that is visible in the class's source: what its
 # `__init__` assigns to `self.experts` and how its methods call it. Reading the source (not building an
 # instance) needs no config, so the reference can answer for a class the day it appears; `choose_mechanism`
@@ -303,7 +298,7 @@ def mechanism_for_class(block_cls: type) -> StructureVerdict:
       with exactly those three arguments;
     - ``MoeMethodMechanism``: ``self.experts`` is an ``nn.ModuleList`` and the class has a ``moe`` method.
 
-    Hand-written family forwards (``legacy_forwards``) are not structural: they serve the names they list."""
+    Hand-written mechanisms are not structural: they serve the class names ``table.py`` gives them."""
     if issubclass(block_cls, MoECalibrationModule):
         return StructureVerdict(None, "it is a calibration wrapper, not an original block")
     init = _method_tree(block_cls, "__init__")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import CalibrationMoEBlock, register_generic
+from .blocks import CalibrationMoEBlock
 from .experts import dispatch_to_experts
 
 __all__ = ["NllbMoeMechanism", "SwitchMechanism"]
@@ -147,8 +147,3 @@ class NllbMoeMechanism(_CapacityMechanism):
             return run
 
         return [dropped(expert) for expert in self.experts.members]
-
-
-register_generic("SwitchTransformersSparseMLP", "NllbMoeSparseMLP")
-CalibrationMoEBlock.legacy_forwards["SwitchTransformersSparseMLP"] = SwitchMechanism
-CalibrationMoEBlock.legacy_forwards["NllbMoeSparseMLP"] = NllbMoeMechanism

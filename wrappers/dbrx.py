@@ -16,7 +16,7 @@ import inspect
 import torch
 from torch import nn
 
-from .blocks import CalibrationMoEBlock, register_generic
+from .blocks import CalibrationMoEBlock
 from .experts import ExpertMLP, _linear_view, dispatch_to_experts
 
 
@@ -57,7 +57,3 @@ class DbrxMechanism(CalibrationMoEBlock):
     def __init__(self, original, config=None, calibrate_all_experts: bool = True):
         super().__init__(original, config, calibrate_all_experts)
         self.experts = DbrxLinearExperts(original.experts, calibrate_all_experts)
-
-
-register_generic("DbrxFFN")
-CalibrationMoEBlock.legacy_forwards["DbrxFFN"] = DbrxMechanism

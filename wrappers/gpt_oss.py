@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .blocks import CalibrationMoEBlock, register_generic
+from .blocks import CalibrationMoEBlock
 from .experts import LinearExperts
 
 # 4.57's GptOssExperts: the 5.x decorator's flags, and the gate its forward computes inline.
@@ -46,8 +46,3 @@ class GptOss457Mechanism(CalibrationMoEBlock):
         top_k_weights = router_scores.gather(1, router_indices)
         out = self.experts(hidden_states.reshape(-1, hidden), router_indices, top_k_weights)
         return out.view(batch, -1, hidden), router_scores
-
-
-register_generic("GptOssMLP", "OpenAIPrivacyFilterMLP")
-# 4.57: fused but undecorated, so the generic mechanism does not take it (``is_fused_experts``).
-CalibrationMoEBlock.legacy_forwards["GptOssMLP"] = GptOss457Mechanism

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import torch
 
-from .blocks import CalibrationMoEBlock, register_generic
+from .blocks import CalibrationMoEBlock
 from .experts import LinearExperts
 
 LLAMA4_LAYOUT = {"is_transposed": True, "is_concatenated": True, "has_bias": False}
 
 
 class Llama4Mechanism(CalibrationMoEBlock):
+    """Every version: the experts are fused but undecorated and called as experts(hidden[E*T, H]), not the
+    generic contract (``is_fused_experts``)."""
+
     _is_mechanism = True
 
     def __init__(self, original, config=None, calibrate_all_experts: bool = True):
@@ -48,8 +51,3 @@ class Llama4Mechanism(CalibrationMoEBlock):
         out = self.shared_expert(hidden_states)
         out.add_(routed_out.sum(dim=0))  # the original's reduction over experts
         return out, router_logits
-
-
-register_generic("Llama4TextMoe")
-# Fused but undecorated, called as experts(hidden[E*T, H]): not the generic contract (``is_fused_experts``).
-CalibrationMoEBlock.legacy_forwards["Llama4TextMoe"] = Llama4Mechanism

@@ -22,7 +22,7 @@ import transformers
 from packaging.version import Version
 from torch import nn
 
-from .blocks import CalibrationMoEBlock, register_generic
+from .blocks import CalibrationMoEBlock
 from .experts import ExpertMLP, _linear_view, dispatch_to_experts
 
 _RETURNS_ROUTER_LOGITS = Version(transformers.__version__).major < 5
@@ -79,10 +79,3 @@ class ParallelExpertsMechanism(CalibrationMoEBlock):
         if isinstance(getattr(self, "bias", None), torch.Tensor):  # jetmoe
             out = out + self.bias
         return (out, router_logits) if _RETURNS_ROUTER_LOGITS else out
-
-
-# The granite classes hold fused experts in 5.x (the generic mechanism); jetmoe keeps ParallelExperts.
-_PARALLEL = ("GraniteMoeMoE", "GraniteMoeSharedMoE", "GraniteMoeHybridMoE", "JetMoeMoE")
-register_generic(*_PARALLEL, "GraniteMoeSWAMoE")
-for _name in _PARALLEL:
-    CalibrationMoEBlock.legacy_forwards[_name] = ParallelExpertsMechanism

@@ -1,4 +1,5 @@
-"""Hand-written forward for the transformers 4.57 blocks that route and loop over a ``ModuleList`` inline.
+"""Inline softmax top-k: the family forward of the transformers 4.57 blocks that route and loop over a
+``ModuleList`` inline (``table.py`` lists the blocks each mechanism here serves).
 
 In 4.57 these blocks (Mixtral and its many copies) compute routing inside ``forward`` and loop over their
 experts there, with no method to override, so the forward is written out here once for the whole family:
@@ -190,27 +191,3 @@ class AriaTopKMechanism(InlineTopKMechanism):
 def _silu_first_half(gate_up: torch.Tensor) -> torch.Tensor:
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
-
-
-# 4.57 class names whose layout these forwards serve (5.x: decorated fused experts, FusedExpertsMechanism).
-_FAMILY: dict[type[InlineTopKMechanism], tuple[str, ...]] = {
-    InlineTopKMechanism: (
-        "FlexOlmoSparseMoeBlock",
-        "OlmoeSparseMoeBlock",
-        "Qwen2MoeSparseMoeBlock",
-        "Qwen3NextSparseMoeBlock",
-        "Qwen3OmniMoeTalkerTextSparseMoeBlock",
-        "Qwen3OmniMoeThinkerTextSparseMoeBlock",
-        "Qwen3MoeSparseMoeBlock",
-    ),
-    JitteredInputMechanism: ("MiniMaxSparseMoeBlock", "MixtralSparseMoeBlock"),
-    NoRenormalisationMechanism: ("JambaSparseMoeBlock",),
-    BareOutputMechanism: ("HunYuanMoEV1Moe",),
-    SparseMixerMechanism: ("PhimoeSparseMoeBlock",),
-    ErnieTopKMechanism: ("Ernie4_5_MoeSparseMoeBlock",),
-    TransposedFusedTopKMechanism: ("Qwen3VLMoeTextSparseMoeBlock",),
-    AriaTopKMechanism: ("AriaTextMoELayer",),
-}
-for _mechanism, _names in _FAMILY.items():
-    for _name in _names:
-        CalibrationMoEBlock.legacy_forwards[_name] = _mechanism
