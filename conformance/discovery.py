@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 __all__ = [
+    "COMPLETENESS_CONTRACT",
     "MoEClass",
     "Completeness",
     "completeness",
@@ -151,6 +152,14 @@ def not_calibration_targets() -> dict[str, str]:
     from .fixture_files import read_fixtures
 
     return dict(read_fixtures(FIXTURES_DIR)[0].get("not_calibration_targets", {}))
+
+
+# registry_completeness's contract (one test per run, not a CheckSpec), for the check table.
+COMPLETENESS_CONTRACT = (
+    "Every MoE block class the installed transformers defines, found by scanning its sources (not from a list), is "
+    "covered by the implementation and checked by a fixture (hand-written, or derived from its config's defaults), "
+    "except the listed non-targets, reported by name with their reasons."
+)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The suite: which checks exist, where each runs, and ``run_checks`` to run them as plain functions.
 
-``CHECKS`` is the one declaration the pytest layer (``test_conformance.py``), the summary table, the reports and
-``run_checks`` read, like torch's OpInfo database: per check its name, table heading, one-line contract, and the
-variants, modes and dtypes it runs under — which ``CheckSpec.settings`` turns into ``Setting``s.
+``CHECKS`` is the one declaration the pytest layer (``test_conformance.py``), the summary table, the reports,
+``run_checks`` and ``python -m conformance --list-checks`` (README's check table) read, like torch's OpInfo
+database: per check its name, table heading, one-line contract, and the variants, modes and dtypes it runs under
+— which ``CheckSpec.settings`` turns into ``Setting``s.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ F32 = (torch.float32,)
 CHECKS: dict[str, CheckSpec] = {
     spec.name: spec
     for spec in (
-        CheckSpec("covered", "covered", "The implementation has a wrapper for the block class: otherwise calibration is silently skipped.",
+        CheckSpec("covered", "covered", "The implementation has a wrapper for the block class: otherwise calibration is silently skipped. "
+                  "An uncovered block is this one failure, its other checks skipped as uncovered (--covered-only: a skip too).",
                   check_covered, (None,), (None,), False),
         CheckSpec("all_experts_observed", "all_seen", "calibrate_all_experts=True: every Linear of every expert receives exactly every token, once.",
                   check_all_experts_observed, ("all_experts",), DTYPES, True),
@@ -71,17 +73,21 @@ CHECKS: dict[str, CheckSpec] = {
         CheckSpec("no_side_effects", "no_side_fx", "Building and running the wrapper leaves the original block's modules, parameters and "
                   "buffers bitwise unchanged.",
                   check_no_side_effects, BOTH_MODES, DTYPES, False),
-        CheckSpec("whole_model", "model", "A tiny whole model: the context replaces exactly the MoE blocks; the logits inside it and "
-                  "after it equal the logits before.",
+        CheckSpec("whole_model", "model", "A tiny whole model (dense layers too where the architecture has them): the context replaces "
+                  "exactly the MoE blocks; the logits inside it and after it equal the logits before. In bfloat16 every call of every "
+                  "MoE block is fed the original model's input for that call and its output compared too, since rounding noise can "
+                  "flip a later layer's top-k on a near tie.",
                   check_whole_model, BOTH_MODES, DTYPES, False),
-        CheckSpec("experts_implementation", "exp_impl", "Under every experts implementation (eager, batched_mm, grouped_mm) the output "
-                  "still matches and the expert Linears still see their tokens: a fused fast path calibrates nothing.",
+        CheckSpec("experts_implementation", "exp_impl", "transformers 5.x: under every experts implementation (eager, batched_mm, "
+                  "grouped_mm; whole models default to grouped_mm) the output still matches and the expert Linears still see their "
+                  "tokens: a fused fast path that bypasses them calibrates nothing (n/a where the experts have no such dispatch).",
                   check_experts_implementation, BOTH_MODES, DTYPES, False),
         CheckSpec("routing_properties", "hypothesis", "Over any combination of the fixture's routing knobs, any small shape and seed: "
                   "observation, routing and outputs hold in both modes.",
                   check_routing_properties, (None,), F32, False),
         CheckSpec("calibration_smoke", "smoke", "A tiny whole model calibrated on two tokens inside the context leaves every expert "
-                  "Linear with finite, non-empty min/max statistics.",
+                  "Linear with finite, non-empty min/max statistics; the run prints how many experts natural routing left unseen "
+                  "without it.",
                   check_calibration_smoke, (None,), F32, False),
     )
 }

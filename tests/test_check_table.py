@@ -1,0 +1,32 @@
+"""README's check table is ``python -m conformance --list-checks``'s output, read from the CheckSpecs: the two
+cannot drift apart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conformance.__main__ import check_table
+from conformance.suite import CHECKS
+
+REPO = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- check table: python -m conformance --list-checks -->\n", "<!-- end of check table -->"
+
+
+def test_readme_check_table_is_the_list_checks_output():
+    run = subprocess.run([sys.executable, "-m", "conformance", "--list-checks"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout == check_table(), run.stderr[-2000:]
+    readme = (REPO / "README.md").read_text()
+    shown = readme.split(BEGIN, 1)[1].split(END, 1)[0]
+    assert shown == run.stdout, (
+        "README's check table differs from `python -m conformance --list-checks`: paste that command's output "
+        "between the check table markers in README.md"
+    )
+
+
+def test_every_check_has_a_row_with_its_contract():
+    table = check_table()
+    for name, spec in CHECKS.items():
+        assert f"| `{name}` | `{spec.short}` |" in table and spec.doc in table, name
+        assert "\n" not in spec.doc and "|" not in spec.doc, f"{name}: a contract is one line of a Markdown table"
