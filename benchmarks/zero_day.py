@@ -1,5 +1,5 @@
 """Zero-day coverage, printed as figures (never asserted): what the reference covers and the suite checks for a
-block on the day transformers adds it, before anyone writes its `register_generic(...)` name or fixture entry.
+block on the day transformers adds it, before anyone writes its `wrappers/table.py` line or fixture entry.
 
     python benchmarks/zero_day.py            # all standard v5 architectures, pytest -n 1
     python benchmarks/zero_day.py -n 0 -k qwen3_moe
@@ -9,8 +9,8 @@ fused experts (`wrappers.blocks.mechanism_for_class` -> FusedExpertsMechanism), 
 project (a temporary folder; the checkout is not touched):
 
 - removes those entries from the scratch `fixtures/*.toml`;
-- makes the scratch `wrappers` forget those blocks' registered names once it has imported its modules (as if
-  the `register_generic(...)` lines had never been written; the names of hand-written wrappers stay);
+- makes the scratch `wrappers` forget those blocks' table lines and registered names once it has imported its
+  modules (as if the lines had never been written; the names of hand-written mechanisms stay);
 
 then runs `pytest conformance` there (the scratch packages first on the path, `MOE_CONFORMANCE_FIXTURES` at
 the scratch fixtures) on the derived cases and the completeness test, and prints, per removed block, whether
@@ -78,9 +78,11 @@ def make_scratch(root: Path, model_types: set[str], block_names: set[str]) -> No
     with open(root / "wrappers" / "__init__.py", "a") as f:
         f.write(textwrap.dedent(f"""
 
-            # -- benchmarks/zero_day.py scratch copy: these blocks' register_generic names were never written --
+            # -- benchmarks/zero_day.py scratch copy: these blocks' table lines were never written --
             from reference.calibration import standardize_lookup_name as _standardize
             for _name in {sorted(block_names)!r}:
+                if BLOCK_MECHANISMS.get(_name, GENERIC) is GENERIC:
+                    BLOCK_MECHANISMS.pop(_name, None)
                 if MoECalibrationModule.get_value_from_registry(_name) is CalibrationMoEBlock:
                     del MoECalibrationModule._registry[_standardize(_name)]
             GENERIC_BLOCKS = tuple(
