@@ -4,15 +4,16 @@ fixture, and the architecture x check table at the end of a run.
 ``--impl SPEC`` (or ``MOE_CONFORMANCE_IMPL=SPEC``) picks the implementation under test; a spec that cannot be
 used, or a fixture file that breaks the schema, stops the run with one error line (pytest's usage error, exit
 code 4) before any test runs.
-``--moe-report PATH`` also writes every result, with the environment, as JSON (``reports/generate.py`` turns
-it into the per-transformers-version compatibility report).
+``--moe-report PATH`` also writes every result, with the environment, as JSON (``conformance/results.py``; the
+format is ``results.schema.json``, documented in ``docs/results-schema.md``); ``reports/generate.py`` turns it
+into the compatibility reports and the HTML matrix.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
+import time
 from collections import defaultdict
 
 import pytest
@@ -29,8 +30,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--impl",
         default=None,
-        help=f"implementation under test: 'reference' (default), 'llmcompressor', or a dotted module path "
-        f"defining CALIBRATION_WRAPPERS (also ${ENV_VAR})",
+        metavar="SPEC",
+        help=f"implementation under test: 'reference' (default: this project's wrappers), 'llmcompressor' (its "
+        f"MoECalibrationModule registry and context), a dotted module path defining CALIBRATION_WRAPPERS (block "
+        f"class name -> wrapper class) and optionally moe_calibration_context, or module.path:NAME for those "
+        f"attributes of the object NAME (also ${ENV_VAR})",
+    )
+    group.addoption(
+        "--moe-report",
+        default=None,
+        metavar="PATH",
+        help="write every conformance result with the environment as JSON to PATH (docs/results-schema.md)",
     )
     group.addoption(
         "--covered-only",
@@ -40,7 +50,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "not cover is skipped rather than failed (its 'covered' test and registry_completeness's uncovered "
         "classes); the run still lists every uncovered one",
     )
-    group.addoption("--moe-report", default=None, metavar="PATH", help="write every conformance result as JSON to PATH")
     group.addoption(
         "--require-reviewed",
         action="store_true",
@@ -129,6 +138,7 @@ class _Recorder:
 
     def __init__(self, config: pytest.Config):
         self.config = config
+        self.started = time.time()
         self.results: list[dict] = []
         self.completeness: dict | None = None
         self.smoke: list[str] = []
@@ -151,7 +161,7 @@ class _Recorder:
         if "moe_smoke" in properties:
             self.smoke.append(properties["moe_smoke"])
         if record is not None:
-            self.results.append({**record, "nodeid": report.nodeid})
+            self.results.append({**record, "nodeid": report.nodeid, "duration_s": round(report.duration, 4)})
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -179,17 +189,7 @@ class _Recorder:
         config_path = self.config.getoption("--moe-report")
         if config_path:
             with open(config_path, "w") as f:
-                json.dump(
-                    {
-                        "environment": environment(self.config),
-                        "exit_code": int(exitstatus),
-                        "completeness": self.completeness,
-                        "other_failures": self.other_failures,
-                        "results": self.results,
-                    },
-                    f,
-                    indent=1,
-                )
+                json.dump(self.results_file(int(exitstatus)), f, indent=1)
         if not self.results:
             return
         from tabulate import tabulate
@@ -207,9 +207,31 @@ class _Recorder:
             tr.write_line(f"skip: {reason}")
         for line in uncovered_lines(self.results, config.getoption("--covered-only")):
             tr.write_line(line)
+        for r in self.results:  # a known gap is shown with its reason, never as a bare "xfail"
+            if r["outcome"] == "xfail":
+                tr.write_line(f"xfail: {r['id']}: {r['message'].splitlines()[0] if r['message'] else ''}")
         tr.write_line("checks: " + "; ".join(f"{spec.short} = {name}" for name, spec in CHECKS.items() if spec.short != name))
         if config_path:
             tr.write_line(f"moe-conformance: results written to {config_path}")
+
+    def results_file(self, exit_code: int) -> dict:
+        from . import results
+        from .suite import CHECKS
+
+        config = self.config
+        return results.build(
+            impl=config.stash[_IMPL],
+            spec=config.getoption("--impl") or os.environ.get(ENV_VAR) or "reference",
+            device=config.getoption("--device", None),  # the option exists where the suite runs off the CPU
+            started=self.started,
+            finished=time.time(),
+            exit_code=exit_code,
+            selection=config.getoption("keyword", None),
+            checks=[{"name": name, "short": spec.short, "contract": spec.doc} for name, spec in CHECKS.items()],
+            completeness=self.completeness,
+            other_failures=self.other_failures,
+            results=self.results,
+        )
 
 
 def uncovered_lines(results: list[dict], covered_only: bool) -> list[str]:
@@ -295,16 +317,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 def _full_tracebacks(config: pytest.Config) -> bool:
     return config.getoption("tbstyle", "auto") in FULL_TRACEBACK_STYLES or bool(config.getoption("fulltrace", False))
-
-
-def environment(config: pytest.Config) -> dict:
-    import torch
-    import transformers
-
-    return {
-        "implementation": config.stash[_IMPL].describe(),
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
