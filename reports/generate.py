@@ -4,13 +4,17 @@
     python reports/generate.py --impl llmcompressor     # another implementation
     python reports/generate.py -k glm4_moe              # a selection (pytest's -k)
     python reports/generate.py results/*.json           # render results a run already wrote (--moe-report)
+    python reports/generate.py --html reports/index.html reports/*.json   # and the HTML matrix of them all
 
 Runs the conformance suite with the current interpreter (``pytest conformance --moe-report``), then writes
 ``reports/<impl>-transformers-<version>.md``: whether the suite passed (its exit code, at the top), the
 completeness of the installed transformers' MoE classes (covered / excluded / uncovered, by name), the
-architecture x check table, every failure's first message, the skips with their reasons; with ``--json``,
-every result as JSON beside it. Exits non-zero when the suite failed, so a red run is never a green report.
-``tox run -e report-tf524`` (and the other versions) regenerates the reference reports.
+architecture x check table, every failure's first message, the known gaps (xfail) and skips with their reasons;
+with ``--json``, the results file (docs/results-schema.md) beside it, and with ``--kill-table --json`` the kill
+table's too. ``--html PATH`` then writes the compatibility matrix (``reports/matrix.py``) of the given JSON files,
+or, after a suite run, of every reports/*.json. Exits non-zero when the suite failed, so a red run is never a
+green report. ``tox run -e report-tf457,report-tf518,report-tf523,report-tf524`` regenerates every reference
+report, its JSON and reports/index.html.
 """
 
 from __future__ import annotations
@@ -27,21 +31,33 @@ from tabulate import tabulate
 
 REPORTS = Path(__file__).resolve().parent
 REPO = REPORTS.parent
+sys.path.insert(0, str(REPO))  # conformance.results, when run from a checkout without an install
+
+import matrix  # noqa: E402  (reports/matrix.py, beside this script: the HTML page)
 
 
-def run_suite(impl: str, workers: str, keyword: str | None) -> dict:
+def run_suite(impl: str, workers: str, keyword: str | None, device: str | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "results.json"
         command = [sys.executable, "-m", "pytest", "conformance", "-q", "-n", workers, "--impl", impl, f"--moe-report={raw}"]
         command += ["-k", keyword] if keyword else []
+        command += ["--device", device] if device else []  # only where asked: the option is the GPU runner's
         run = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         if not raw.exists():
             sys.exit(f"the suite produced no results (exit {run.returncode}):\n{run.stdout[-3000:]}{run.stderr[-3000:]}")
         data = json.loads(raw.read_text())
     data["exit_code"] = run.returncode  # the process's own, which also counts what the plugin cannot see
+    if "summary" in data:
+        data["summary"] = results_summary(data["results"], data.get("other_failures", []), run.returncode)
     if keyword:
         data["selection"] = keyword
     return data
+
+
+def results_summary(results: list[dict], other_failures: list[dict], exit_code: int) -> dict:
+    from conformance.results import summary
+
+    return summary(results, other_failures, exit_code)
 
 
 def completeness_section(c: dict | None) -> list[str]:
@@ -61,8 +77,17 @@ def completeness_section(c: dict | None) -> list[str]:
     return lines + [""]
 
 
+def provenance(data: dict) -> str:
+    """Where the results came from: the suite's version and commit, the device, when and how long."""
+    suite = data.get("suite") or {}
+    commit = f" at {suite['commit'][:10]}{' (dirty)' if suite.get('dirty') else ''}" if suite.get("commit") else ""
+    device = data["environment"].get("device") or {}
+    on = f" on {device.get('kind')}{' (' + device['model'] + ')' if device.get('model') else ''}" if isinstance(device, dict) and device else ""
+    took = f", started {data['started']}, took {data['duration_s']:.0f} s" if "duration_s" in data else ""
+    return f"Suite {suite.get('version', '?')}{commit}{on}{took}." if suite or on or took else ""
+
+
 def render(data: dict) -> str:
-    sys.path.insert(0, str(REPO))
     from conformance.plugin import summarise, uncovered_lines
     from conformance.suite import CHECKS
 
@@ -80,16 +105,18 @@ def render(data: dict) -> str:
     other = data.get("other_failures", [])
     failed = counts["failed"] + len(other)
     exit_code = data.get("exit_code")
-    verdict = "PASSED" if exit_code == 0 and not failed and not counts["error"] else f"FAILED (suite exit code {exit_code})"
+    verdict = "PASSED" if not suite_failed(data) else f"FAILED (suite exit code {exit_code})"
     selection = f", selection `-k {data['selection']}`" if data.get("selection") else ""
+    others = "".join(f", {n} {kind}" for kind, n in sorted(counts.items()) if kind not in ("failed", "error", "passed", "skipped", "n/a", "xfail"))
     lines = [
         f"# Compatibility: {env['implementation']} on transformers {env['transformers']}",
         "",
         f"**Suite: {verdict}** — {failed} failed, {counts['error']} harness errors, {counts['passed']} passed, {counts['skipped']} skipped, "
-        f"{counts['n/a']} n/a, {counts['xfail']} xfail{selection}.",
+        f"{counts['n/a']} n/a, {counts['xfail']} xfail{others}{selection}.",
         "",
-        f"torch {env['torch']}, Python {env['python']}, {env['platform']}. Generated by `reports/generate.py`. "
-        f"{len(archs)} architectures in the fixtures, {len(archs) - len(absent)} present in this transformers.",
+        f"torch {env['torch']}, Python {env['python']}, {env['platform']}. {provenance(data)} Generated by "
+        f"`reports/generate.py`. {len(archs)} architectures in the fixtures, {len(archs) - len(absent)} present in "
+        "this transformers.",
         "",
     ]
     if other:
@@ -103,24 +130,16 @@ def render(data: dict) -> str:
         "A cell aggregates every variant, mode and dtype of that check: `ok`, `FAIL failed/total` (the "
         "implementation broke the contract), `ERROR errors/total` (the harness, a fixture or the original block "
         "failed), `skip` (the architecture is absent from this transformers), `uncovered` (the implementation has no "
-        "wrapper for the block), `n/a` (the check does not apply) or "
-        "`xfail` (a known gap recorded in the fixtures).",
+        "wrapper for the block), `n/a` (the check does not apply) or `xfail` (a known gap recorded in the fixtures, "
+        "listed below with its reason).",
         "",
         tabulate(rows, headers=headers, tablefmt="github"),
         "",
         "Columns: " + "; ".join(f"`{spec.short}` = {name}" for name, spec in CHECKS.items()) + ".",
         "",
     ]
-    failures: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in results:
-        if r["outcome"] in ("failed", "error"):
-            failures[(r["arch"], r["check"])].append(r)
-    if failures:
-        lines += ["## Failures and harness errors (first message of each architecture x check)", ""]
-        for (arch, check), rs in sorted(failures.items()):
-            message = rs[0]["message"].splitlines()[0]
-            lines.append(f"- **{arch} / {check}** ({len(rs)} tests): {message}")
-        lines.append("")
+    lines += grouped_section(results, ("failed", "error"), "Failures and harness errors (first message of each architecture x check)")
+    lines += grouped_section(results, ("xfail",), "Known gaps (xfail), with the fixtures' reasons")
     uncovered = uncovered_lines(results, covered_only=False)
     if uncovered:
         lines += ["## Not covered by this implementation", ""] + [f"- {line}" for line in uncovered] + [""]
@@ -132,23 +151,46 @@ def render(data: dict) -> str:
     return "\n".join(lines)
 
 
-def kill_table_section(workers: str) -> str:
-    """The mutation kill table of tests/test_mutants.py: per mutant, the first check that caught it, counted
-    over the architectures it applies to."""
+def grouped_section(results: list[dict], kinds: tuple[str, ...], title: str) -> list[str]:
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in results:
+        if r["outcome"] in kinds:
+            groups[(r["arch"], r["check"])].append(r)
+    if not groups:
+        return []
+    lines = [f"## {title}", ""]
+    for (arch, check), rs in sorted(groups.items()):
+        message = (rs[0]["message"].splitlines() or [""])[0]
+        lines.append(f"- **{arch} / {check}** ({len(rs)} tests, e.g. `{rs[0].get('id', rs[0]['nodeid'])}`): {message}")
+    return lines + [""]
+
+
+def run_kill_table(workers: str, keyword: str | None) -> dict:
+    """The mutation kill table of tests/test_mutants.py (tests/conftest.py's kill_summary): per mutant, the first
+    check that caught it, counted over the architectures it applies to; with what ran it."""
+    from importlib.metadata import version
+
+    selection = f"test_mutant_is_caught and ({keyword})" if keyword else "test_mutant_is_caught"
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "kills.json"
-        command = [sys.executable, "-m", "pytest", "tests/test_mutants.py", "-q", "-n", workers, "-k", "test_mutant_is_caught", f"--kill-report={raw}"]
+        command = [sys.executable, "-m", "pytest", "tests/test_mutants.py", "-q", "-n", workers, "-k", selection, f"--kill-report={raw}"]
         run = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         if not raw.exists():
             sys.exit(f"the mutation tests produced no kill table (exit {run.returncode}):\n{run.stdout[-3000:]}")
-        kills = json.loads(raw.read_text())  # tests/conftest.py's kill_summary
+        kills = json.loads(raw.read_text())
+    return {"schema": "moe-conformance/kill-table", "transformers": version("transformers"), "torch": version("torch"),
+            "exit_code": run.returncode, "selection": keyword, **kills}
+
+
+def kill_table_section(kills: dict) -> str:
+    selection = f", selection `-k {kills['selection']}`" if kills.get("selection") else ""
     return "\n".join([
         "## Mutation kill table (tests/test_mutants.py)",
         "",
         f"{kills['mutants']} deliberately broken wrappers (tests/mutants.py) run through the suite on every "
         f"architecture they apply to: {kills['killed']}/{kills['applicable']} applicable (mutant, architecture) "
-        f"pairs killed (test exit code {run.returncode}). A cell counts the architectures by the first check that "
-        "caught the mutant.",
+        f"pairs killed (test exit code {kills.get('exit_code', '?')}{selection}). A cell counts the architectures by "
+        "the first check that caught the mutant.",
         "",
         tabulate(kills["rows"], headers=["mutant", "caught by (architectures)"], tablefmt="github"),
         "",
@@ -156,35 +198,76 @@ def kill_table_section(workers: str) -> str:
 
 
 def suite_failed(data: dict) -> bool:
-    return data.get("exit_code") != 0 or any(r["outcome"] in ("failed", "error") for r in data["results"]) or bool(data.get("other_failures"))
+    from conformance.results import suite_status
+
+    return suite_status(data.get("exit_code"), data["results"], data.get("other_failures")) == "failed"
+
+
+def dumps(data: dict) -> str:
+    """The results file as committed: the envelope indented, one result per line (a diff shows which changed)."""
+    envelope = json.dumps({k: v for k, v in data.items() if k != "results"}, indent=1)
+    records = ",\n".join("  " + json.dumps(r, separators=(",", ":")) for r in data["results"])
+    return envelope[:-2] + ',\n "results": [\n' + records + "\n ]\n}\n"
+
+
+def stem_of(data: dict, impl: str) -> str:
+    implementation = data.get("implementation")
+    name = implementation["name"] if isinstance(implementation, dict) else data["environment"]["implementation"].split(" ")[0]
+    device = data["environment"].get("device") or {}
+    kind = device.get("kind", "cpu") if isinstance(device, dict) else "cpu"
+    name = name or impl
+    return f"{name.replace(':', '-').replace('.', '_')}-transformers-{data['environment']['transformers']}" + ("" if kind == "cpu" else f"-{kind}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="*", type=Path, help="results JSON files a run wrote (--moe-report); render these instead of running the suite")
-    parser.add_argument("--impl", default="reference", help="implementation spec, as pytest's --impl: 'reference', 'llmcompressor', a module path or module:NAME")
-    parser.add_argument("-k", dest="keyword", default=None, help="pytest -k selection (e.g. an architecture)")
+    parser.add_argument("results", nargs="*", type=Path, help="results (and kill-table) JSON files a run wrote (--moe-report, --json); render these instead of running the suite")
+    parser.add_argument(
+        "--impl",
+        default="reference",
+        metavar="SPEC",
+        help="implementation under test, as pytest's --impl: 'reference' (default: this project's wrappers), "
+        "'llmcompressor', a dotted module path defining CALIBRATION_WRAPPERS, or module.path:NAME",
+    )
+    parser.add_argument("-k", dest="keyword", default=None, help="pytest -k selection (e.g. an architecture); the kill table's too")
     parser.add_argument("-n", "--workers", default="2", help="pytest-xdist workers (default 2)")
-    parser.add_argument("--json", action="store_true", help="also write every result as JSON beside the report")
+    parser.add_argument("--device", default=None, help="passed to pytest's --device (default: the suite's, the CPU)")
+    parser.add_argument("--json", action="store_true", help="also write the results file (and the kill table's) as JSON beside the report")
     parser.add_argument("--kill-table", action="store_true", help="also run the mutation tests and add their kill table")
+    parser.add_argument("--output-dir", type=Path, default=REPORTS, help="where the reports and JSON go (default reports/)")
+    parser.add_argument("--html", type=Path, default=None, metavar="PATH",
+                        help="then write the HTML compatibility matrix of the given JSON files, or after a suite run of every reports/*.json")
     args = parser.parse_args()
-    runs = [json.loads(path.read_text()) for path in args.results] or [run_suite(args.impl, args.workers, args.keyword)]
+    # Given files: results of one column (version x implementation x device) are merged, as on the page.
+    given_runs, given_kills = matrix.load(args.results)
+    runs = [run.data for run in given_runs] if args.results else [run_suite(args.impl, args.workers, args.keyword, args.device)]
+    kills = {data["transformers"]: data for _, data in given_kills}
+    if args.kill_table:
+        fresh = run_kill_table(args.workers, args.keyword)
+        kills[fresh["transformers"]] = fresh
     failed_any = False
     for data in runs:
-        version = data["environment"]["transformers"]
-        impl = data["environment"]["implementation"].split(" ")[0] if args.results else args.impl
-        stem = f"{impl.replace(':', '-').replace('.', '_')}-transformers-{version}"
+        stem = stem_of(data, args.impl)
         text = render(data)
-        if args.kill_table:
-            text += "\n" + kill_table_section(args.workers)
-        (REPORTS / f"{stem}.md").write_text(text)
-        written = [f"reports/{stem}.md"]
+        version = data["environment"]["transformers"]
+        if version in kills:
+            text += "\n" + kill_table_section(kills[version])
+        out = args.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{stem}.md").write_text(text)
+        written = [out / f"{stem}.md"]
         if args.json and not args.results:
-            (REPORTS / f"{stem}.json").write_text(json.dumps(data, separators=(",", ":")) + "\n")
-            written.append(f"reports/{stem}.json")
+            (out / f"{stem}.json").write_text(dumps(data))
+            written.append(out / f"{stem}.json")
+            if args.kill_table:
+                (out / f"kills-transformers-{version}.json").write_text(json.dumps(kills[version], indent=1) + "\n")
+                written.append(out / f"kills-transformers-{version}.json")
         failed = suite_failed(data)
         failed_any |= failed
-        print(f"wrote {' and '.join(written)}: suite {'FAILED' if failed else 'passed'} (exit code {data.get('exit_code')})")
+        print(f"wrote {' and '.join(map(str, written))}: suite {'FAILED' if failed else 'passed'} (exit code {data.get('exit_code')})")
+    if args.html:
+        sources = args.results or sorted(args.output_dir.glob("*.json"))
+        print(f"wrote {matrix.write(sources, args.html)} from {len(sources)} JSON files")
     return 1 if failed_any else 0
 
 
