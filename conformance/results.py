@@ -50,9 +50,9 @@ def suite_info() -> dict[str, Any]:
     info: dict[str, Any] = {"name": DISTRIBUTION, "version": version, "commit": None, "dirty": None, "source": "package"}
     here = _package_dir()
 
-    def git(*args: str) -> str | None:
+    def git(*args: str, where: Path = here) -> str | None:
         try:
-            run = subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=20)
+            run = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=20)
         except (OSError, subprocess.TimeoutExpired):
             return None
         return run.stdout.strip() if run.returncode == 0 else None
@@ -60,7 +60,9 @@ def suite_info() -> dict[str, Any]:
     top = git("rev-parse", "--show-toplevel")
     if top and (Path(top) / here.name).resolve() == here:
         info["commit"] = git("rev-parse", "HEAD")
-        status = git("status", "--porcelain", "--untracked-files=no")
+        # reports/ holds what report runs write (results, reports, the page): a checkout regenerating them is
+        # not running changed code
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)reports", where=Path(top))
         info["dirty"] = None if status is None else bool(status)
         info["source"] = "git"
     return info
