@@ -348,6 +348,10 @@ def page(runs: list[Run], kills: list[tuple[Path, dict]], out_dir: Path, finding
     failed = [column_name(run) for run in runs if run.status == "failed"]
     verdict = (f'<p class="verdict failed" id="verdict">FAILED: {len(failed)} of {len(runs)} runs ({esc("; ".join(failed))})</p>'
                if failed else f'<p class="verdict passed" id="verdict">Passed: every run ({len(runs)}).</p>')
+    partial = [run for run in runs if run.data.get("selection")]
+    if partial:  # a green selection is not a green suite: say so beside the verdict
+        verdict += (f'<p class="selection-note" id="selection-note">{len(partial)} of {len(runs)} runs are selections '
+                    "(<code>-k</code>, in the table below), not the whole suite.</p>")
     legend = "".join(f'<span class="{css}" title="{esc(why)}">{esc(label)}: {esc(why)}</span>' for css, (label, _, why) in LEGEND.items())
     footnotes = "".join(f'<li id="note-{i}">{esc(text)}</li>' for i, text in enumerate(notes.texts, 1))
     return f"""<!DOCTYPE html>
