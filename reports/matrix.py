@@ -31,7 +31,7 @@ LEGEND = {
     "ok": ("ok", "#bfe5bf", "every test passed (n/a and known skips aside)"),
     "fail": ("FAIL", "#f28b82", "the implementation broke the contract"),
     "error": ("ERROR", "#fbbc6b", "the harness, a fixture or the original block failed: the implementation was not judged"),
-    "notoffered": ("not offered", "#cdb8ea", "the implementation does not offer this"),
+    "notoffered": ("not offered", "#cdb8ea", "the implementation does not offer this (or does not cover the block: uncovered, under --covered-only)"),
     "xfail": ("xfail", "#fff08a", "a known gap recorded in the fixtures (reason in the footnote)"),
     "skip": ("skip", "#dcdcdc", "absent from this transformers version, or a known skip"),
     "na": ("n/a", "#d6e4f0", "the check does not apply"),
@@ -81,6 +81,8 @@ def classify(records: list[dict]) -> Cell:
         return Cell("other", " ".join(f"{k} {kinds[k]}/{n}" for k in unknown), reasons)
     if kinds["n/a"] == n:
         return Cell("na", "n/a", reasons)
+    if any(r.get("uncovered") for r in records) and all(r.get("uncovered") or r["outcome"] == "n/a" for r in records):
+        return Cell("notoffered", "uncovered", reasons)  # --covered-only: the implementation does not target it
     if kinds["skipped"] + kinds["n/a"] == n:
         return Cell("skip", "skip", reasons)
     offered = sum(kinds[k] for k in NOT_OFFERED)

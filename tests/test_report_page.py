@@ -165,7 +165,9 @@ def synthetic(tmp_path_factory) -> tuple[Path, Path]:
            _record("delta", "covered", "n/a", "not applicable: no experts dispatch")]
     theirs = [_record("alpha", "covered", "not offered", "mypkg offers no wrapper for AlphaMoE"),
               _record("beta", "covered", "flaky", "a kind this page does not know"),
-              _record("gamma", "covered", "passed")]
+              _record("gamma", "covered", "passed"),
+              {**_record("delta", "covered", "skipped", "delta: uncovered: calibration would be silently skipped"), "uncovered": True},
+              {**_record("delta", "output_matches", "skipped", "delta: uncovered: calibration would be silently skipped"), "uncovered": True}]
     completeness = {"transformers": "5.24.0", "found": 5, "covered": 3, "excluded": {"VitPoseBackboneMoeMLP": "experts chosen by a dataset index"},
                     "no_wrapper": ["NewMoE"], "no_fixture": ["NewMoE"], "derived": {}}
     other = [{"nodeid": "conformance/test_completeness.py::test_registry_completeness", "when": "call", "message": "AssertionError: 1 MoE classes"}]
@@ -208,7 +210,7 @@ def test_the_browser_shows_every_kind_of_cell_with_its_colour_and_reason(synthet
         ("alpha", 0): ("ok", "ok"), ("alpha", 1): ("notoffered", "not offered"), ("alpha", 2): ("xfail", "xfail 1/2"),
         ("beta", 0): ("skip", "skip"), ("beta", 1): ("other", "flaky 1/1"), ("beta", 2): ("fail", "FAIL 1/3"),
         ("gamma", 0): ("none", ""), ("gamma", 1): ("ok", "ok"), ("gamma", 2): ("error", "ERROR 1/1"),
-        ("delta", 2): ("na", "n/a"),
+        ("delta", 1): ("notoffered", "uncovered"), ("delta", 2): ("na", "n/a"),
     }
     for (arch, column), (state, label) in expected.items():
         cell = rows[arch][column]
@@ -218,12 +220,13 @@ def test_the_browser_shows_every_kind_of_cell_with_its_colour_and_reason(synthet
     assert XFAIL_REASON in rows["alpha"][2].attrs["title"]
     assert "BetaMoE is not in the installed transformers 4.57.6" in rows["beta"][0].attrs["title"]
     assert "mypkg offers no wrapper for AlphaMoE" in rows["alpha"][1].attrs["title"]
+    assert "uncovered: calibration would be silently skipped" in rows["delta"][1].attrs["title"]
     notes = dom.one("ol", id="footnotes").text
     assert FAIL_MESSAGE in notes and XFAIL_REASON in notes and "harness error KeyError" in notes
     assert rows["beta"][2].one("a").attrs["href"].startswith("#note-")
     # the counts under each column, the runs' verdicts, and the page's
     counts = [td.text for td in grid.find_all("td", class_="counts")]
-    assert counts == ["ok 1 skip 1 not run 2", "ok 1 not offered 1 other 1 not run 1", "FAIL 1 ERROR 1 xfail 1 n/a 1"], counts
+    assert counts == ["ok 1 skip 1 not run 2", "ok 1 not offered 2 other 1", "FAIL 1 ERROR 1 xfail 1 n/a 1"], counts
     statuses = [td.attrs["data-status"] for td in dom.one("table", id="runs").find_all("td") if "data-status" in td.attrs]
     assert statuses == ["passed", "failed", "failed"]
     assert dom.one(id="verdict").text.startswith("FAILED: 2 of 3 runs")
