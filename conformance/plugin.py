@@ -30,7 +30,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--impl",
         default=None,
         help=f"implementation under test: 'reference' (default), 'llmcompressor', or a dotted module path "
-        f"defining CALIBRATION_WRAPPERS (also ${ENV_VAR})",
+        f"(or module.path:NAME) defining CALIBRATION_WRAPPERS (a registry) or prepare_model (a model conversion) "
+        f"(also ${ENV_VAR})",
     )
     group.addoption(
         "--covered-only",
@@ -243,7 +244,9 @@ def _cell(outcomes: list[str]) -> str:
         return "uncovered"
     if all(o == "n/a" for o in outcomes):
         return "n/a"
-    if all(o in ("skipped", "n/a") for o in outcomes):
+    if all(o in ("n/a", "not offered") for o in outcomes):
+        return "not offered"
+    if all(o in ("skipped", "n/a", "not offered") for o in outcomes):
         return "skip"
     if "xfail" in outcomes:
         return "xfail"
@@ -254,7 +257,8 @@ def summarise(results: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The architecture x check table: a cell is 'ok', 'FAIL f/n' (the implementation broke the contract in f of
     its n tests), 'ERROR e/n' (the harness, the fixture or the original block failed), 'skip' (absent from this
     transformers), 'uncovered' (the implementation has no wrapper for the block), 'n/a' (the check does not
-    apply) or 'xfail' over its tests."""
+    apply), 'not offered' (the implementation's declared contract levels do not promise what the check judges)
+    or 'xfail' over its tests."""
     from .suite import CHECKS
 
     cells: dict[tuple[str, str], list[str]] = defaultdict(list)
