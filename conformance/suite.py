@@ -72,7 +72,7 @@ CHECKS: dict[str, CheckSpec] = {
                   "checks skipped as uncovered (--covered-only: a skip too).",
                   check_covered, (None,), (None,), False),
         CheckSpec("all_experts_observed", "all_seen", "calibrate_all_experts=True: every Linear of every expert receives every token, once (after its routed tokens "
-                  "again for a discard pass; duplicates allowed at coverage all_tokens).",
+                  "again for a discard pass; duplicates allowed at coverage all_tokens; not offered at coverage rotating or routed_only).",
                   check_all_experts_observed, ("all_experts",), DTYPES, True, ALL_TOKENS),
         CheckSpec("routed_tokens_only", "routed", "calibrate_all_experts=False: each expert receives exactly the tokens the original routes to it.",
                   check_routed_tokens_only, ("routed",), DTYPES, True),
@@ -84,11 +84,11 @@ CHECKS: dict[str, CheckSpec] = {
                   check_experts_are_linear, ("all_experts",), DTYPES, False),
         CheckSpec("restore_semantics", "restore", "Through the implementation's context, non-permanent wrappers (a restoring conversion) leave the same "
                   "module objects, bitwise-equal parameters and buffers and no hooks, also when the body raises; permanent wrappers "
-                  "stay, still match, and release the block they replaced.",
+                  "stay, still match, and release the block they replaced. Not offered where the implementation declares restore permanent.",
                   check_restore_semantics, BOTH_MODES, F32, False, RESTORES),
         CheckSpec("no_side_effects", "no_side_fx", "Building and running the wrapper leaves the original block's modules, parameters and "
-                  "buffers bitwise unchanged (a conversion: the original tensors' values), and the configs' and the block's classes' "
-                  "attributes as they were.",
+                  "buffers bitwise unchanged (a conversion, which replaces modules by design: the original tensors' values), and the configs' "
+                  "and the block's classes' attributes as they were: a patched experts class changes every model in the process.",
                   check_no_side_effects, BOTH_MODES, DTYPES, False),
         CheckSpec("partial_conversion", "partial", "Wrapping or converting one block leaves a sibling block of the same class, "
                   "sharing its config, working: it still matches its original output while the other calibrates and after.",
@@ -108,7 +108,7 @@ CHECKS: dict[str, CheckSpec] = {
                   check_routing_properties, (None,), F32, False),
         CheckSpec("calibration_smoke", "smoke", "A tiny whole model calibrated on two tokens inside the context leaves every expert "
                   "Linear with finite min/max statistics of at least one non-zero row; the run prints how many experts natural routing "
-                  "left unseen without it.",
+                  "left unseen without it. Not offered at coverage rotating or routed_only.",
                   check_calibration_smoke, (None,), F32, False, ALL_TOKENS),
     )
 }
