@@ -19,6 +19,7 @@ from conformance import CHECKS, Implementation, ImplementationError, load_cases,
 from conformance.impl import lookup_key
 from conformance.impl_registry import RegistryImplementation
 from tests.conversion_impl import converts
+from wrappers.experts import LinearExperts, dispatch_to_experts
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = [case for case in load_cases() if not case.absent_reason()]
@@ -134,3 +135,45 @@ def test_a_class_patch_is_put_back_after_the_check():
     assert results[0].outcome == "failed" and "class attribute" in results[0].message, results[0]
     assert experts_class.__dict__.get("forward") is forward
     assert torch.is_tensor(case.make_block()[0].experts.down_proj)
+
+
+class _DiscardPassExperts(LinearExperts):
+    """ModelOpt / auto-round style: while calibrating all experts, an auxiliary pass runs every expert on every
+    token and is dropped; then the routed pass makes the output."""
+
+    def forward(self, hidden_states, top_k_index, top_k_weights):
+        if self.calibrate_all_experts:
+            for expert in self:
+                expert(hidden_states)
+        return dispatch_to_experts(self, hidden_states, top_k_index, top_k_weights, False)
+
+
+class DiscardPass(wrappers.CalibrationMoEBlock):
+    def __init__(self, original, config=None, calibrate_all_experts=True):
+        super().__init__(original, config, calibrate_all_experts)
+        self.experts.__class__ = _DiscardPassExperts
+
+
+def _discard_pass(levels: dict | None) -> types.SimpleNamespace:
+    namespace = types.SimpleNamespace(CALIBRATION_WRAPPERS={CONVERTED[0].block: DiscardPass})
+    if levels is not None:
+        namespace.CONTRACT_LEVELS = levels
+    return namespace
+
+
+@pytest.mark.parametrize(
+    ("levels", "outcome"),
+    [
+        (None, "failed"),  # declared nothing: exact, every token once; the routed tokens come twice
+        ({"output": "discard_pass"}, "passed"),  # every token once, then exactly the routed ones again
+        ({"coverage": "all_tokens"}, "passed"),  # duplicates allowed
+        ({"coverage": "rotating", "output": "discard_pass"}, "not offered"),
+    ],
+)
+def test_declared_levels_decide_what_all_experts_observed_judges(levels, outcome, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "discard_pass", _discard_pass(levels), raising=False)
+    impl = load_implementation(f"{__name__}:discard_pass")
+    results = run_checks(CONVERTED[0], impl, checks=["all_experts_observed", "routed_tokens_only", "output_matches"], variants=["default"])
+    observed = {r.outcome for r in results if r.check == "all_experts_observed"}
+    assert observed == {outcome}, [r.message for r in results if r.check == "all_experts_observed"][:1]
+    assert {r.outcome for r in results if r.check != "all_experts_observed"} == {"passed"}, [r.message for r in results if not r.passed][:2]
