@@ -24,7 +24,7 @@ from .impl import BLOCK_PATH, BlockModel, ConstructionError, ContractLevels, Imp
 __all__ = ["ConversionImplementation", "from_namespace"]
 
 
-@dataclass
+@dataclass(eq=False)  # one implementation under test is one object (caches are keyed by it)
 class ConversionImplementation:
     name: str
     prepare_model: Callable[[nn.Module], Any]
