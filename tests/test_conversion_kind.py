@@ -18,7 +18,7 @@ import wrappers
 from conformance import CHECKS, Implementation, ImplementationError, load_cases, load_implementation, run_checks
 from conformance.impl import lookup_key
 from conformance.impl_registry import RegistryImplementation
-from tests.conversion_impl import converts
+from tests.conversion_impl import Conversion, converts
 from wrappers.experts import LinearExperts, dispatch_to_experts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ def test_bad_declarations_are_one_clear_error(attributes, says, monkeypatch):
 
 def test_a_conversion_without_a_mode_offers_routed_only(monkeypatch):
     module = types.ModuleType("modeless_conversion")
-    module.prepare_model = lambda model: model
+    module.prepare_model = Conversion().prepare_model  # the same conversion, no mode: its flag stays off
     monkeypatch.setitem(sys.modules, "modeless_conversion", module)
     impl = load_implementation("modeless_conversion")
     assert impl.levels.coverage == "routed_only" and impl.levels.restore == "permanent"
