@@ -12,7 +12,7 @@ Use it from pytest (``pytest conformance --impl SPEC``) or as plain functions::
 
 from .cases import ArchCase, load_cases
 from .fixture_files import FixtureError
-from .impl import Implementation, ImplementationError, load_implementation
+from .impl import ContractLevels, Implementation, ImplementationError, load_implementation
 from .outcomes import Outcome, evaluate
 from .setting import Setting
 from .suite import CHECKS, CheckResult, CheckSpec, run_checks
@@ -24,6 +24,7 @@ __all__ = [
     "CheckResult",
     "CheckSpec",
     "ConformanceFailure",
+    "ContractLevels",
     "FixtureError",
     "HarnessError",
     "Implementation",

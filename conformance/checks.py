@@ -11,12 +11,12 @@
 Every check is called ``check_<name>(case, impl, setting)``.
 """
 
-from .checks_lifecycle import check_no_side_effects, check_restore_semantics
+from .checks_lifecycle import check_no_side_effects, check_partial_conversion, check_restore_semantics
 from .checks_model import check_whole_model, model_output
 from .checks_properties import check_routing_properties
 from .checks_routing import check_all_experts_observed, check_experts_implementation, check_output_matches, check_routed_tokens_only
 from .checks_structure import check_covered, check_experts_are_linear
-from .instruments import Routing, expert_modules, observe_original, record_linear_inputs, recording_routing
+from .instruments import Expert, Routing, find_experts, observe_original, record_linear_inputs, recording_routing
 from .setting import MODES, Setting
 from .smoke import check_calibration_smoke
 from .verdicts import TOLERANCE, ConformanceFailure, HarnessError, NotApplicable, compare_outputs
@@ -25,6 +25,7 @@ __all__ = [
     "MODES",
     "TOLERANCE",
     "ConformanceFailure",
+    "Expert",
     "HarnessError",
     "NotApplicable",
     "Routing",
@@ -36,12 +37,13 @@ __all__ = [
     "check_experts_implementation",
     "check_no_side_effects",
     "check_output_matches",
+    "check_partial_conversion",
     "check_restore_semantics",
     "check_routed_tokens_only",
     "check_routing_properties",
     "check_whole_model",
     "compare_outputs",
-    "expert_modules",
+    "find_experts",
     "model_output",
     "observe_original",
     "record_linear_inputs",

@@ -1,34 +1,24 @@
-"""Checks of a wrapper's lifecycle: what the implementation's calibration context leaves behind (after a normal
-exit and after an exception in its body), and that building and running a wrapper leaves the original block
-untouched."""
+"""Checks of a calibration's lifecycle: what the implementation's calibration context leaves behind (after a
+normal exit and after an exception in its body), that building and running a wrapper (or converting a block)
+leaves the original, its configs and its classes untouched, and that calibrating one block leaves a sibling of
+the same class working (partial conversion)."""
 
 from __future__ import annotations
 
+import copy
 import gc
 import weakref
-from typing import Any
 
 from torch import nn
 
-from .cases import SHAPES, ArchCase
-from .impl import Implementation
+from .cases import SHAPES, ArchCase, randomise_
+from .impl import BLOCK_PATH, BlockModel, Implementation
+from .instruments import find_experts
 from .setting import Setting, block_inputs, build_block
-from .snapshots import Snapshot
-from .verdicts import ConformanceFailure, HarnessError, compare_outputs, fail, implementation_raised, run_implementation, run_original, wrap
+from .snapshots import ClassState, ConfigState, Snapshot, TensorValues, classes_of
+from .verdicts import ConformanceFailure, HarnessError, calibrating_block, calibrating_model, compare_outputs, fail, run_implementation, run_original
 
-__all__ = ["check_no_side_effects", "check_restore_semantics"]
-
-
-class _Holder(nn.Module):
-    """The smallest model a calibration context accepts: the block at ``.block`` and a ``.config``."""
-
-    def __init__(self, block: nn.Module, config: Any):
-        super().__init__()
-        self.block = block
-        self.config = config
-
-    def forward(self, *args, **kwargs):
-        return self.block(*args, **kwargs)
+__all__ = ["check_no_side_effects", "check_partial_conversion", "check_restore_semantics"]
 
 
 class _BodyError(Exception):
@@ -41,25 +31,34 @@ def _unchanged(model: nn.Module, before: Snapshot, label: str, when: str) -> Non
         raise fail(label, f"{when}: {difference}")
 
 
+def _block_of(model: nn.Module, label: str) -> nn.Module:
+    try:
+        return model.get_submodule(BLOCK_PATH)
+    except AttributeError:
+        raise fail(label, f"the model inside the context has no module at '{BLOCK_PATH}', where the block was") from None
+
+
 def check_restore_semantics(case: ArchCase, impl: Implementation, setting: Setting) -> None:
     """A block in a minimal model, snapshotted, run through the implementation's context in the setting's mode:
-    inside, replaced and matching; after it, the snapshot again (non-permanent), or the wrapper still there,
-    still matching, with the replaced block collected (permanent). Then a fresh block whose context body
-    raises: the exception must come out unchanged and the model be as snapshotted."""
+    inside, replaced (a registry) or converted (per-expert Linears under the block) and matching; after it, the
+    snapshot again (non-permanent), or the wrapper still there, still matching, with the replaced block
+    collected (a permanent registry wrapper). Then a fresh block whose context body raises: the exception must
+    come out unchanged and the model be as snapshotted. Judged only where the implementation restores."""
     # The same block twice (no shape in its seed), for the normal exit and for the exception in the body.
     run = build_block(case, setting, None, purpose="restore")
     args, kwargs = block_inputs(case, setting, SHAPES[0], purpose="restore")
     label, block = setting.label(SHAPES[0]), run.block
     want = run_original(block, args, kwargs, label, f"the original {case.block}")
-    model = _Holder(block, run.config)
+    model = BlockModel(block, run.model_config)
     before = Snapshot.of(model)
-    with implementation_raised(label, "the calibration context"):
-        with impl.calibration_context(model, calibrate_all_experts=setting.calibrate_all_experts):
-            inside = model.block
-            if inside is block:
-                raise fail(label, f"the calibration context did not replace the {case.block} block")
-            got = run_implementation(model, args, kwargs, label, "the model inside the context")
-            compare_outputs(got, want, label, "output inside the context")
+    with calibrating_model(impl, model, setting.calibrate_all_experts, label) as active:
+        inside = _block_of(active, label)
+        if impl.kind == "conversion":
+            find_experts(inside, case, impl, label)
+        elif inside is block:
+            raise fail(label, f"the calibration context did not replace the {case.block} block")
+        got = run_implementation(active, args, kwargs, label, "the model inside the context")
+        compare_outputs(got, want, label, "output inside the context")
     if getattr(inside, "is_permanent", False):
         if model.block is not inside:
             raise fail(label, "a permanent wrapper did not stay in the model after the context")
@@ -68,7 +67,7 @@ def check_restore_semantics(case: ArchCase, impl: Implementation, setting: Setti
         # The block it replaced must be released: held on to, its expert weights stay alive beside the
         # wrapper's (llm-compressor's contexts once doubled the memory that way).
         replaced = weakref.ref(block)
-        del block, run, before, inside
+        del block, run, before, inside, active
         gc.collect()
         if replaced() is not None:
             raise fail(label, f"the replaced {case.block} is still alive after the context (held by the wrapper or the context)")
@@ -77,11 +76,11 @@ def check_restore_semantics(case: ArchCase, impl: Implementation, setting: Setti
 
     # An exception in the body: it propagates unchanged and the model is exactly as before, permanent or not.
     fresh = build_block(case, setting, None, purpose="restore")
-    model = _Holder(fresh.block, fresh.config)
+    model = BlockModel(fresh.block, fresh.model_config)
     before = Snapshot.of(model)
     try:
-        with impl.calibration_context(model, calibrate_all_experts=setting.calibrate_all_experts):
-            run_implementation(model, args, kwargs, label, "the model inside the context")
+        with calibrating_model(impl, model, setting.calibrate_all_experts, label) as active:
+            run_implementation(active, args, kwargs, label, "the model inside the context")
             raise _BodyError("raised by the check inside the context")
     except _BodyError:
         pass
@@ -95,12 +94,43 @@ def check_restore_semantics(case: ArchCase, impl: Implementation, setting: Setti
 
 
 def check_no_side_effects(case: ArchCase, impl: Implementation, setting: Setting) -> None:
-    """The original block snapshotted, wrapped in the setting's mode and the wrapper run on every shape; then
-    the original compared with its snapshot."""
+    """The original block snapshotted (its modules, tensors and hooks; for a conversion, which replaces modules
+    by design, the values of its original tensors), its configs' attributes and its classes' attributes; then
+    wrapped (converted) in the setting's mode and run on every shape; then each compared with its snapshot."""
     run = build_block(case, setting, None, purpose="side-effects")
+    # Inputs first: building some (a decoder layer's, through its model) runs transformers code that adds to
+    # torch's classes once per process, which is not the implementation's doing.
+    inputs = {shape: block_inputs(case, setting, shape, purpose="side-effects") for shape in SHAPES}
     before = Snapshot.of(run.block)
-    wrapper = wrap(impl, run.block, run.config, setting.calibrate_all_experts, run.label)
-    for shape in SHAPES:
-        args, kwargs = block_inputs(case, setting, shape, purpose="side-effects")
-        run_implementation(wrapper, args, kwargs, setting.label(shape), "the wrapper")
-    _unchanged(run.block, before, run.label, "the original block after wrapping and running the wrapper")
+    values = TensorValues.of(run.block)
+    configs = ConfigState.of(**{"the block's config": run.config, "the model's config": run.model_config})
+    classes = ClassState.of(classes_of(run.block))
+    with calibrating_block(impl, run, setting.calibrate_all_experts, run.label) as module:
+        for shape, (args, kwargs) in inputs.items():
+            run_implementation(module, args, kwargs, setting.label(shape), "the wrapper")
+    patched = classes.difference()
+    if patched:
+        classes.restore()  # for the checks after this one; the patch is this implementation's failure
+    state = values.difference() if impl.kind == "conversion" else before.difference(run.block)
+    difference = patched or configs.difference() or state
+    if difference:
+        raise fail(run.label, f"the original block after wrapping (converting) and running it: {difference}")
+
+
+def check_partial_conversion(case: ArchCase, impl: Implementation, setting: Setting) -> None:
+    """Two blocks of the block's class sharing one config (the sibling a copy with its own random weights, as
+    a model's layers are); the implementation calibrates the first alone (wraps it, or converts a model holding
+    only it) in the setting's mode. The sibling, left as it is, must still give its original output while the
+    first calibrates and after: a patched class, a changed shared config or a global mode that only converted
+    blocks understand breaks every block that was not converted."""
+    run = build_block(case, setting, SHAPES[0], purpose="partial")
+    sibling = copy.deepcopy(run.block, memo={id(run.config): run.config})  # shares the config, as layers do
+    randomise_(sibling, setting.seed_for("partial sibling"))
+    label, args, kwargs = run.label, run.args, run.kwargs
+    want = run_original(sibling, args, kwargs, label, f"the sibling {case.block}")
+    with calibrating_block(impl, run, setting.calibrate_all_experts, label) as module:
+        run_implementation(module, args, kwargs, label, "the wrapper")
+        got = run_implementation(sibling, args, kwargs, label, f"the sibling {case.block} while the other calibrates")
+        compare_outputs(got, want, label, "the sibling's output while the other calibrates")
+    got = run_implementation(sibling, args, kwargs, label, f"the sibling {case.block} after the other calibrated")
+    compare_outputs(got, want, label, "the sibling's output after the other calibrated")

@@ -6,12 +6,13 @@ import contextlib
 from typing import Any
 
 import torch
+from torch import nn
 
 from .cases import ArchCase
 from .impl import Implementation
-from .instruments import feeding_recorded_inputs, recording_calls
+from .instruments import feeding_recorded_inputs, find_experts, recording_calls
 from .setting import Setting, build_model
-from .verdicts import HarnessError, compare_outputs, fail, implementation_raised, run_implementation, run_original
+from .verdicts import ConformanceFailure, HarnessError, calibrating_model, compare_outputs, fail, run_implementation, run_original
 
 __all__ = ["MODEL_SHAPE", "check_whole_model", "model_output"]
 
@@ -26,7 +27,8 @@ def model_output(out: Any) -> torch.Tensor:
 
 def check_whole_model(case: ArchCase, impl: Implementation, setting: Setting) -> None:
     """The model's output before the context; inside it (in the setting's mode) the replaced modules must be
-    exactly the MoE blocks (this entry's and ``model_also_holds``') and the output unchanged; after it too.
+    exactly the MoE blocks (this entry's and ``model_also_holds``'), or for a conversion every MoE block
+    converted and nothing outside them replaced, and the output unchanged; after it too.
 
     In bfloat16, rounding differences between a fused kernel and per-expert Linears can flip a later layer's
     top-k on a near tie and change the logits far beyond rounding (one seed in 20 did, in gpt-oss): a flake, not
@@ -47,7 +49,7 @@ def check_whole_model(case: ArchCase, impl: Implementation, setting: Setting) ->
         want = model_output(run_original(model, (), inputs, label, case.model_class))
     want_blocks = dict(block_outputs)
 
-    def output(when: str):
+    def output(model: nn.Module, when: str):
         outputs: dict[str, list[Any]] = {}
         with feeding_recorded_inputs(model, moe_blocks, recorded, outputs) if forced else contextlib.nullcontext():
             got = model_output(run_implementation(model, (), inputs, label, f"{case.model_class} {when}"))
@@ -60,14 +62,34 @@ def check_whole_model(case: ArchCase, impl: Implementation, setting: Setting) ->
                 compare_outputs(got_call, want_call, label, f"{name}{call} {when} (fed the original's input)", setting.dtype)
         return got
 
-    with implementation_raised(label, "the calibration context"):
-        with impl.calibration_context(model, calibrate_all_experts=setting.calibrate_all_experts):
-            now = dict(model.named_modules())
-            replaced = {n for n, m in before.items() if n in now and now[n] is not m and not any(n.startswith(b + ".") for b in moe_blocks)}
-            if replaced != moe_blocks:
-                raise fail(
-                    label, f"the context replaced {sorted(replaced) or 'nothing'}; expected exactly the MoE blocks "
-                    f"{sorted(moe_blocks)}"
-                )
-            compare_outputs(output("inside the context"), want, label, "logits inside the context", tolerance_dtype=setting.dtype)
-    compare_outputs(output("after the context"), want, label, "logits after the context", tolerance_dtype=setting.dtype)
+    with calibrating_model(impl, model, setting.calibrate_all_experts, label) as active:
+        _check_structure(case, impl, before, dict(active.named_modules()), moe_blocks, label)
+        compare_outputs(output(active, "inside the context"), want, label, "logits inside the context", tolerance_dtype=setting.dtype)
+    compare_outputs(output(active, "after the context"), want, label, "logits after the context", tolerance_dtype=setting.dtype)
+
+
+def _check_structure(case: ArchCase, impl: Implementation, before: dict[str, nn.Module], now: dict[str, nn.Module], moe_blocks: set[str], label: str) -> None:
+    """A registry's context replaces exactly the MoE blocks. A conversion may replace what lies below them;
+    nothing outside them, and each block of the case's class must show per-expert Linears (converted)."""
+    if impl.kind != "conversion":
+        replaced = {n for n, m in before.items() if n in now and now[n] is not m and not any(n.startswith(b + ".") for b in moe_blocks)}
+        if replaced != moe_blocks:
+            raise fail(
+                label, f"the context replaced {sorted(replaced) or 'nothing'}; expected exactly the MoE blocks "
+                f"{sorted(moe_blocks)}"
+            )
+        return
+    outside = sorted(
+        n for n, m in before.items()
+        if n and now.get(n) is not m and not any(n == b or n.startswith(b + ".") for b in moe_blocks)
+    )
+    if outside:
+        raise fail(label, f"the conversion replaced {outside[:5]}, outside the MoE blocks {sorted(moe_blocks)}")
+    for name in sorted(n for n in moe_blocks if type(before[n]).__name__ == case.block):
+        if name not in now:
+            raise fail(label, f"the MoE block '{name}' is gone after the conversion")
+        try:
+            find_experts(now[name], case, impl, label)
+        except ConformanceFailure as failure:
+            reason = str(failure).removeprefix(f"{label}: ")
+            raise fail(label, f"the MoE block '{name}' was not converted: {reason}") from None

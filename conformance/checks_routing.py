@@ -8,6 +8,7 @@ Each check takes ``(case, impl, setting)`` and raises ``ConformanceFailure`` (th
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,10 +16,10 @@ import torch
 from torch import nn
 
 from .cases import SHAPES, ArchCase, Shape
-from .impl import Implementation
-from .instruments import Routing, expert_modules, observe_original, record_linear_inputs, row_indices, scaled_row_indices
+from .impl import ContractLevels, Implementation
+from .instruments import Routing, find_experts, observe_original, record_linear_inputs, row_indices, scaled_row_indices
 from .setting import BlockRun, Setting, build_block
-from .verdicts import NotApplicable, compare_outputs, fail, run_implementation, run_original, wrap
+from .verdicts import NotApplicable, calibrating_block, compare_outputs, fail, run_implementation, run_original
 
 __all__ = [
     "DISPATCH_SHAPES",
@@ -26,6 +27,7 @@ __all__ = [
     "check_experts_implementation",
     "check_output_matches",
     "check_routed_tokens_only",
+    "expected_rows",
     "wrap_and_observe",
 ]
 
@@ -35,50 +37,73 @@ def _fmt(tokens: Sequence[int], limit: int = 8) -> str:
     return str(tokens[:limit])[:-1] + (", ...]" if len(tokens) > limit else "]")
 
 
-def _check_observed(seen, routing: Routing, expected: list[list[int]], label: str, what: str) -> None:
-    """Every Linear of expert ``e`` received exactly the token rows ``expected[e]``, each once."""
+# How the rows an expert Linear received are compared with the expected tokens: exactly that multiset, at
+# least every expected token (duplicates allowed), or only that every row is one of the block's tokens.
+EXACT, AT_LEAST, TOKENS_ONLY = "exact", "at least", "tokens only"
+
+
+def expected_rows(levels: ContractLevels, routing: Routing, experts: int, calibrate_all: bool) -> tuple[str, list[Counter], str]:
+    """What each expert's Linears must receive in one call, by mode and the implementation's declared levels:
+    ``(rule, per expert a multiset of token indices, what that is in words)``. Routed mode: exactly the routed
+    tokens. All experts: every token once (coverage ``all_tokens_once``), then the routed ones again where the
+    output comes from a second, routed pass (output ``discard_pass``); every token, duplicates allowed
+    (``all_tokens``); for coverage that does not promise every token per call, only that each row is a token."""
+    if not calibrate_all:
+        return EXACT, [Counter(tokens) for tokens in routing.routed], "routed tokens only"
+    everyone = Counter(range(routing.tokens.shape[0]))
+    if levels.coverage == "all_tokens_once":
+        if levels.output == "discard_pass":
+            return EXACT, [everyone + Counter(tokens) for tokens in routing.routed], "every token once, then its routed tokens again"
+        return EXACT, [everyone] * experts, "every token, once"
+    if levels.coverage == "all_tokens":
+        return AT_LEAST, [everyone] * experts, "every token, duplicates allowed"
+    return TOKENS_ONLY, [Counter()] * experts, f"coverage {levels.coverage}: rows of the block's tokens"
+
+
+def _check_observed(seen, routing: Routing, rule: str, expected: list[Counter], label: str, what: str) -> None:
+    """Every Linear of expert ``e`` received the token rows ``expected[e]`` as ``rule`` compares them."""
     hidden = routing.tokens.shape[-1]
     for e, linears in enumerate(seen):
         want = expected[e]
+        count = sum(want.values())
         for name, calls in linears.items():
             rows = torch.cat(calls) if calls else routing.tokens.new_zeros(0, 0)
-            if rows.shape[0] != len(want):
-                raise fail(label, f"expert {e} {name} received {rows.shape[0]} token rows, expected {len(want)} ({what})")
+            if (rule == EXACT and rows.shape[0] != count) or (rule == AT_LEAST and rows.shape[0] < count):
+                expectation = f"at least {count}" if rule == AT_LEAST else str(count)
+                raise fail(label, f"expert {e} {name} received {rows.shape[0]} token rows, expected {expectation} ({what})")
             if rows.shape[0] == 0 or rows.shape[-1] != hidden:
                 continue  # inner projections: the row count is what can be checked
             got = scaled_row_indices(rows, routing, e) if routing.expert_rows is not None else row_indices(rows, routing.tokens)
             if None in got:
                 raise fail(label, f"expert {e} {name} received a row that is none of the block's tokens ({what})")
-            if sorted(got) != want:
-                missing = sorted(set(want) - set(got))
-                extra = sorted(set(got) - set(want))
+            received = Counter(got)
+            missing = sorted((want - received).elements())
+            extra = sorted((received - want).elements()) if rule == EXACT else []
+            if missing or extra:
                 raise fail(
                     label,
-                    f"expert {e} {name} received tokens {_fmt(sorted(got))}, expected {_fmt(want)} ({what}; "
-                    f"missing {_fmt(missing)}, unexpected or repeated {_fmt(extra or [t for t in got if got.count(t) > 1])})",
+                    f"expert {e} {name} received tokens {_fmt(sorted(got))}, expected {_fmt(sorted(want.elements()))} "
+                    f"({what}; missing {_fmt(missing)}, unexpected or repeated {_fmt(extra)})",
                 )
 
 
 def wrap_and_observe(case: ArchCase, impl: Implementation, run: BlockRun, calibrate_all: bool, label: str | None = None, where: str = ""):
-    """Observe the original's routing, wrap it and run the wrapper with its expert Linears recorded; fail unless
-    every Linear of every expert received exactly every token once (``calibrate_all``) or exactly the tokens the
-    original routed to that expert. Returns the original's and the wrapper's outputs."""
+    """Observe the original's routing, then let the implementation calibrate the block (wrap it, or convert
+    it) and run that with its expert Linears recorded; fail unless they received what ``expected_rows`` says.
+    Returns the original's and the calibrating module's outputs."""
     label = label or run.label
-    want, routing = observe_original(case, run.block, run.args, run.kwargs, label)
-    wrapper = wrap(impl, run.block, run.config, calibrate_all, label)
-    with record_linear_inputs(expert_modules(wrapper, case, label)) as seen:
-        got = run_implementation(wrapper, run.args, run.kwargs, label, "the wrapper")
-    if calibrate_all:
-        expected, what = [list(range(routing.tokens.shape[0]))] * case.experts, "every token, once"
-    else:
-        expected, what = routing.routed, "routed tokens only"
-    _check_observed(seen, routing, expected, label, f"calibrate_all_experts={calibrate_all}: {what}{where}")
+    want, routing = observe_original(case, run.block, run.args, run.kwargs, label)  # before any conversion
+    with calibrating_block(impl, run, calibrate_all, label) as module:
+        with record_linear_inputs(find_experts(module, case, impl, label)) as seen:
+            got = run_implementation(module, run.args, run.kwargs, label, "the wrapper")
+    rule, expected, what = expected_rows(impl.levels, routing, case.experts, calibrate_all)
+    _check_observed(seen, routing, rule, expected, label, f"calibrate_all_experts={calibrate_all}: {what}{where}")
     return want, got
 
 
 def check_all_experts_observed(case: ArchCase, impl: Implementation, setting: Setting, shapes: Sequence[Shape] = SHAPES) -> None:
-    """Per shape: the original's routing observed, then every expert Linear of the wrapper built with the
-    setting's mode (all experts) recorded."""
+    """Per shape: the original's routing observed, then every expert Linear of the wrapper built (the block
+    converted) in the setting's mode (all experts) recorded; judged at the declared coverage and output levels."""
     for shape in shapes:
         wrap_and_observe(case, impl, build_block(case, setting, shape), setting.calibrate_all_experts)
 
@@ -91,13 +116,14 @@ def check_routed_tokens_only(case: ArchCase, impl: Implementation, setting: Sett
 
 
 def check_output_matches(case: ArchCase, impl: Implementation, setting: Setting, shapes: Sequence[Shape] = SHAPES) -> None:
-    """Per shape: the original's output computed before wrapping, then the wrapper's, compared element-wise
-    (router logits too) within the dtype's tolerance."""
+    """Per shape: the original's output computed before wrapping (or converting), then the calibrating
+    module's, compared element-wise (router logits too) within the dtype's tolerance."""
     for shape in shapes:
         run = build_block(case, setting, shape)
         want = run_original(run.block, run.args, run.kwargs, run.label, f"the original {case.block}")
-        wrapper = wrap(impl, run.block, run.config, setting.calibrate_all_experts, run.label)
-        compare_outputs(run_implementation(wrapper, run.args, run.kwargs, run.label, "the wrapper"), want, run.label)
+        with calibrating_block(impl, run, setting.calibrate_all_experts, run.label) as module:
+            got = run_implementation(module, run.args, run.kwargs, run.label, "the wrapper")
+        compare_outputs(got, want, run.label)
 
 
 def _dispatched_experts(experts: nn.Module | None) -> bool:

@@ -126,17 +126,17 @@ def _scan(models_dir: Path) -> tuple[MoEClass, ...]:
 
 @lru_cache(maxsize=1)
 def _discovered_by_name() -> dict[str, MoEClass]:
-    from reference.calibration import standardize_lookup_name
+    from .impl import lookup_key
 
-    return {standardize_lookup_name(c.name): c for c in discover_moe_classes()}
+    return {lookup_key(c.name): c for c in discover_moe_classes()}
 
 
 def discovered_class(name: str) -> type | None:
     """The installed transformers' class the scan found under ``name`` (compared as the registry compares
     names), imported; None if the scan found none or its module cannot be imported."""
-    from reference.calibration import standardize_lookup_name
+    from .impl import lookup_key
 
-    found = _discovered_by_name().get(standardize_lookup_name(name))
+    found = _discovered_by_name().get(lookup_key(name))
     if found is None:
         return None
     try:
@@ -180,14 +180,14 @@ class Completeness:
 
 
 def completeness(
-    wrapper_for,
+    covers,
     fixture_blocks: set[str],
     hand_blocks: set[str] | None = None,
     derived: dict[str, str] | None = None,
     derivation_problems: dict[str, str] | None = None,
 ) -> Completeness:
-    """Compare the installed transformers' MoE classes with an implementation (``wrapper_for(name)`` returns
-    its wrapper or None) and with the blocks the fixtures check (``fixture_blocks``: hand-written and derived;
+    """Compare the installed transformers' MoE classes with an implementation (``covers(name)``: its wrapper,
+    or True, where it covers the class; None or False where not) and with the blocks the fixtures check (``fixture_blocks``: hand-written and derived;
     ``hand_blocks``, where given, the hand-written ones alone)."""
     found = discover_moe_classes()
     reasons = not_calibration_targets()
@@ -195,7 +195,7 @@ def completeness(
     return Completeness(
         found=found,
         excluded={c.name: reasons[c.name] for c in found if c.name in reasons},
-        no_wrapper=[c for c in targets if wrapper_for(c.name) is None],
+        no_wrapper=[c for c in targets if not covers(c.name)],
         no_fixture=[c for c in targets if c.name not in fixture_blocks],
         unreviewed=[c for c in targets if hand_blocks is not None and c.name not in hand_blocks],
         derived=dict(derived or {}),
@@ -210,7 +210,7 @@ def unreviewed_messages(report: Completeness, impl) -> list[str]:
     lines = []
     for c in report.unreviewed:
         where = f"{c.name} ({c.module})"
-        wrapper = impl.wrapper_for(c.name)
+        wrapper = impl.wrapper_for(c.name) if hasattr(impl, "wrapper_for") else impl.covers(c.name) or None
         if wrapper is None:
             lines.append(
                 f"unreviewed: {where}: {_why_uncovered(c.name, impl.name)}; needs a hand-written wrapper in wrappers/ "
@@ -230,7 +230,10 @@ def unreviewed_messages(report: Completeness, impl) -> list[str]:
 
 
 def _coverage(name: str, wrapper: type, impl) -> str:
-    """How ``impl`` covers the class: its registered wrapper, or the generic mechanism that serves its structure."""
+    """How ``impl`` covers the class: its registered wrapper, the generic mechanism that serves its structure,
+    or its conversion."""
+    if not isinstance(wrapper, type):
+        return f"{impl.name}'s conversion"
     if getattr(impl, "covered_by_name", lambda n: True)(name):
         return f"{impl.name}'s registered {wrapper.__qualname__}"
     verdict = _reference_verdict(name)

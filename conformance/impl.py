@@ -1,34 +1,56 @@
-"""The implementation under test, chosen by one spec (``--impl SPEC`` or ``MOE_CONFORMANCE_IMPL=SPEC``).
+"""The implementation under test, chosen by one spec (``--impl SPEC`` or ``MOE_CONFORMANCE_IMPL=SPEC``), seen by
+every check through one protocol, ``Implementation``, whatever kind it is.
 
-- ``reference`` (default): this project's ``wrappers`` with ``reference.moe_calibration_context``; besides its
-  registered names it covers, by their structure, the blocks its registry's class resolvers serve (a block a
-  new transformers release adds, before its name is registered): ``wrapper_for`` answers for those too, from
-  the class the discovery scan finds under that name, exactly as the context will wrap it;
-- ``llmcompressor``: llm-compressor 0.11-style, its ``MoECalibrationModule`` registry (after importing
-  ``llmcompressor.modeling``, which registers its wrappers) and its ``moe_calibration_context``;
-- a dotted module path: the module defines ``CALIBRATION_WRAPPERS`` (original block class name -> wrapper
-  class built as ``Wrapper(original=..., config=..., calibrate_all_experts=...)``) and optionally
-  ``moe_calibration_context(model, calibrate_all_experts=True)``; without one, the reference context is used
-  over ``CALIBRATION_WRAPPERS``;
-- ``module.path:NAME``: the same two attributes read from the object ``NAME`` in that module (several
-  implementations in one module, such as the harness's own broken ones).
+How a spec selects a kind:
+
+- ``reference`` (default): this project's ``wrappers`` with ``reference.moe_calibration_context``, a *registry*;
+  besides its registered names it covers, by their structure, the blocks its registry's class resolvers serve
+  (``covers``/``wrapper_for`` answer for those too, from the class the discovery scan finds under that name);
+- ``llmcompressor``: llm-compressor 0.11-style, a registry: its ``MoECalibrationModule`` registry (after
+  importing ``llmcompressor.modeling``, which registers its wrappers) and its ``moe_calibration_context``;
+- a dotted module path, or ``module.path:NAME`` (the attributes of the object ``NAME`` in that module: several
+  implementations in one module, such as the harness's own broken ones):
+
+  - one defining ``CALIBRATION_WRAPPERS`` is a **registry** (``impl_registry``): original block class name ->
+    wrapper class built as ``Wrapper(original=..., config=<the model's top-level config>,
+    calibrate_all_experts=...)``, and optionally ``moe_calibration_context(model, calibrate_all_experts=True)``;
+    without one, the harness's own context swaps the wrappers in (and non-permanent ones back out);
+  - one defining ``prepare_model(model) -> model`` is a **model conversion** (``impl_conversion``): run once on
+    a whole model, it may replace submodules below the MoE blocks, in place and permanently. Optionally
+    ``calibration_mode(model, calibrate_all_experts)``, a context manager that switches the all-experts mode
+    separately from the structure (a global flag or an environment variable); ``restore_model(model)``, which
+    undoes ``prepare_model`` in place; ``expert_linears(block)``, the per-expert Linears of a converted block;
+    ``covers(block_class) -> bool``;
+
+  either may declare ``CONTRACT_LEVELS`` (``ContractLevels``): what it promises, so that a check of a contract
+  it does not offer says "not offered" rather than FAIL.
+
+The harness keeps an independent oracle: nothing here imports ``reference`` or ``wrappers`` except to load the
+reference as the implementation under test.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
-import traceback
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, fields
+from typing import Any, Protocol, runtime_checkable
 
 from torch import nn
 
-from reference.calibration import calibration_context, standardize_lookup_name
-
-__all__ = ["Implementation", "ImplementationError", "load_implementation", "ENV_VAR", "WRAPPER_KEYWORDS"]
+__all__ = [
+    "BLOCK_PATH",
+    "ENV_VAR",
+    "BlockModel",
+    "WRAPPER_KEYWORDS",
+    "ContractLevels",
+    "ConstructionError",
+    "Implementation",
+    "ImplementationError",
+    "load_implementation",
+    "lookup_key",
+]
 
 ENV_VAR = "MOE_CONFORMANCE_IMPL"
 WRAPPER_KEYWORDS = ("original", "config", "calibrate_all_experts")
@@ -39,77 +61,131 @@ class ImplementationError(Exception):
 
 
 class ConstructionError(Exception):
-    """A wrapper could not be built with the calibration keywords."""
+    """A wrapper could not be built (or a model not prepared) with the calibration keywords."""
 
 
-@dataclass
-class Implementation:
-    name: str
-    wrappers: Mapping[str, type]  # standardized original class name -> wrapper class
-    context: Callable[..., Any] | None = None  # the implementation's own moe_calibration_context
-    version: str = ""
-    # A registry's class resolution (the reference's MoECalibrationModule.resolve_by_class): block class ->
-    # wrapper, for classes whose name is not in `wrappers`. None: the implementation covers names only.
-    by_class: Callable[[type], type | None] | None = None
+def lookup_key(name: str) -> str:
+    """A block class name as registries compare them (compressed-tensors' convention, which llm-compressor and
+    the reference follow): lower case, ``_`` and spaces as ``-``."""
+    return name.replace("_", "-").replace(" ", "-").lower()
 
-    def wrapper_for(self, block_class_name: str) -> type | None:
-        wrapper_cls = self.wrappers.get(standardize_lookup_name(block_class_name))
-        if wrapper_cls is None and self.by_class is not None:
-            from .discovery import discovered_class
 
-            block_cls = discovered_class(block_class_name)
-            wrapper_cls = self.by_class(block_cls) if block_cls is not None else None
-        return wrapper_cls
+# What each contract level promises; the first of each is the strongest, and the registry form's default.
+LEVELS: dict[str, dict[str, str]] = {
+    "coverage": {  # which rows each expert's Linears receive in one call with calibrate_all_experts=True
+        "all_tokens_once": "every token, exactly once",
+        "all_tokens": "every token, duplicates allowed",
+        "rotating": "some tokens per call, every expert over several calls (auxiliary rotating routes)",
+        "routed_only": "no all-experts mode: the routed tokens only",
+    },
+    "output": {  # how the block's output is made while calibrating all experts (it must equal the original's)
+        "exact": "one pass: the output is assembled from the very expert calls that are observed",
+        "discard_pass": "an auxiliary pass whose output is dropped, then the routed pass (routed tokens seen again)",
+    },
+    "restore": {  # what calibrating leaves behind
+        "restores": "the model is as it was after calibrating (permanent registry wrappers: they stay and match)",
+        "permanent": "the conversion stays; nothing is restored",
+    },
+}
 
-    def covered_by_name(self, block_class_name: str) -> bool:
-        """Whether a wrapper is registered under this name (rather than found from the class's structure)."""
-        return standardize_lookup_name(block_class_name) in self.wrappers
 
-    def wrap(self, original: nn.Module, config: Any, calibrate_all_experts: bool) -> nn.Module:
-        """Build the wrapper for ``original`` as a context would; a constructor error is reported as such."""
-        name = type(original).__name__
-        wrapper_cls = self.wrapper_for(name)
-        if wrapper_cls is None:
-            raise LookupError(f"uncovered: calibration would be silently skipped ({self.name} has no wrapper for {name})")
-        try:
-            return wrapper_cls(original=original, config=config, calibrate_all_experts=calibrate_all_experts)
-        except Exception as exc:
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            raise ConstructionError(
-                f"{_qualname(wrapper_cls)}(original={name}, config=..., calibrate_all_experts={calibrate_all_experts}) "
-                f"raised {type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
-            ) from exc
+@dataclass(frozen=True)
+class ContractLevels:
+    """The contract an implementation declares (``CONTRACT_LEVELS``, a mapping of these fields)."""
 
-    def calibration_context(self, model: nn.Module, calibrate_all_experts: bool = True):
-        if self.context is not None:
-            return self.context(model, calibrate_all_experts=calibrate_all_experts)
-        return calibration_context(model, lambda n: self.wrapper_for(n), calibrate_all_experts)
+    coverage: str = "all_tokens_once"
+    output: str = "exact"
+    restore: str = "restores"
+
+    @classmethod
+    def parse(cls, declared: Any, spec: str, defaults: ContractLevels | None = None) -> ContractLevels:
+        """``declared`` (a mapping, or None for ``defaults``) checked against ``LEVELS``; a misspelt key or
+        level is one error line."""
+        defaults = defaults or cls()
+        if declared is None:
+            return defaults
+        if not isinstance(declared, Mapping):
+            raise ImplementationError(f"--impl {spec}: CONTRACT_LEVELS must be a mapping of {', '.join(LEVELS)}, not {declared!r}")
+        unknown = sorted(set(declared) - set(LEVELS))
+        if unknown:
+            raise ImplementationError(f"--impl {spec}: CONTRACT_LEVELS has unknown key(s) {unknown}; known: {', '.join(LEVELS)}")
+        for key, level in declared.items():
+            if level not in LEVELS[key]:
+                raise ImplementationError(
+                    f"--impl {spec}: CONTRACT_LEVELS[{key!r}] = {level!r}; one of {', '.join(LEVELS[key])}"
+                )
+        return cls(**{f.name: declared.get(f.name, getattr(defaults, f.name)) for f in fields(cls)})
+
+    def offers(self, key: str, levels: Sequence[str]) -> bool:
+        return getattr(self, key) in levels
 
     def describe(self) -> str:
-        context = "own context" if self.context is not None else "reference context"
-        structure = " + coverage by structure" if self.by_class is not None else ""
-        return f"{self.name}{' ' + self.version if self.version else ''} ({len(self.wrappers)} wrappers{structure}, {context})"
+        return ", ".join(f"{f.name} {getattr(self, f.name)}" for f in fields(self))
 
 
-def _qualname(obj: Any) -> str:
-    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+@runtime_checkable
+class Implementation(Protocol):
+    """What every check sees of the implementation under test. The adapters: ``RegistryImplementation``
+    (``impl_registry``) and ``ConversionImplementation`` (``impl_conversion``)."""
+
+    name: str
+    kind: str  # "registry" or "conversion"
+    levels: ContractLevels
+
+    def covers(self, block_class_name: str) -> bool:
+        """Whether calibrating a model would touch this block class (a conversion without ``covers`` says
+        True: the ``covered`` check then finds out by converting one)."""
+
+    def calibrating_block(
+        self, block: nn.Module, config: Any, calibrate_all_experts: bool, model_config: Any = None
+    ) -> AbstractContextManager[nn.Module]:
+        """While open, the module that calibrates in place of ``block`` (built with ``config``, the block's
+        config, inside a model whose top-level config is ``model_config``), in the given mode: a wrapper of it,
+        or the block converted (possibly in place, so expectations come from the original first)."""
+
+    def calibrating_model(self, model: nn.Module, calibrate_all_experts: bool) -> AbstractContextManager[nn.Module]:
+        """While open, ``model`` ready to calibrate in the given mode (the model to run is what it yields); on
+        exit, what the implementation leaves behind (``levels.restore``)."""
+
+    def expert_linears(self, module: nn.Module) -> Sequence[Any] | None:
+        """The implementation's own enumeration of a calibrating module's per-expert Linears (per expert: a
+        module, or a mapping of projection name -> nn.Linear), or None: the harness finds numbered children."""
+
+    def describe(self) -> str:
+        """One line for the run's header and reports."""
 
 
 def load_implementation(spec: str | None = None) -> Implementation:
     """Resolve ``spec`` (default: ``$MOE_CONFORMANCE_IMPL`` or ``reference``); raise ``ImplementationError``
     with a one-line message when it cannot be used."""
+    from . import impl_conversion, impl_registry
+
     spec = (spec or os.environ.get(ENV_VAR) or "reference").strip()
     if spec == "reference":
-        impl = _from_registry("reference", "wrappers", "reference.calibration")
-    elif spec == "llmcompressor":
-        impl = _from_registry("llmcompressor", "llmcompressor.modeling", "llmcompressor.modeling.moe_context")
-    else:
-        impl = _from_module(spec)
-    _validate_constructors(impl)
-    return impl
+        return impl_registry.from_registry("reference", "wrappers", "reference.calibration")
+    if spec == "llmcompressor":
+        return impl_registry.from_registry("llmcompressor", "llmcompressor.modeling", "llmcompressor.modeling.moe_context")
+    namespace = _namespace(spec)
+    has_table = getattr(namespace, "CALIBRATION_WRAPPERS", None) is not None
+    has_conversion = getattr(namespace, "prepare_model", None) is not None
+    if has_table and has_conversion:
+        raise ImplementationError(
+            f"--impl {spec}: it defines both CALIBRATION_WRAPPERS (a registry) and prepare_model (a model "
+            "conversion); point --impl at one of them with module.path:NAME"
+        )
+    if has_conversion:
+        return impl_conversion.from_namespace(spec, namespace)
+    if not has_table:
+        raise ImplementationError(
+            f"--impl {spec}: it defines no CALIBRATION_WRAPPERS mapping (original block class name -> wrapper "
+            "class) and no prepare_model(model) function (a model conversion)"
+        )
+    return impl_registry.from_namespace(spec, namespace)
 
 
-def _import(module_name: str, spec: str):
+def import_module(module_name: str, spec: str):
+    import importlib
+
     try:
         return importlib.import_module(module_name)
     except ImportError as exc:
@@ -118,80 +194,40 @@ def _import(module_name: str, spec: str):
             "Install it, or pass 'reference', 'llmcompressor' or an importable dotted module path."
         ) from None
     except Exception as exc:
-        raise ImplementationError(
-            f"--impl {spec}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
-        ) from None
+        raise ImplementationError(f"--impl {spec}: importing {module_name!r} raised {type(exc).__name__}: {exc}") from None
 
 
-def _from_registry(name: str, registering_module: str, context_module: str) -> Implementation:
-    _import(registering_module, name)
-    module = _import(context_module, name)
-    base = getattr(module, "MoECalibrationModule", None)
-    context = getattr(module, "moe_calibration_context", None)
-    if base is None or context is None:
-        raise ImplementationError(f"--impl {name}: {context_module} has no MoECalibrationModule/moe_calibration_context")
-    wrappers = {standardize_lookup_name(n): base.get_value_from_registry(n) for n in base.registered_names()}
-    if not wrappers:
-        raise ImplementationError(f"--impl {name}: its MoECalibrationModule registry is empty after importing {registering_module}")
-    version = ""
-    if name == "llmcompressor":
-        try:
-            from importlib.metadata import version as dist_version
-
-            version = dist_version("llmcompressor")
-        except Exception:
-            pass
-    # A registry that also resolves block classes (the reference's) covers those classes in its context too.
-    return Implementation(name, wrappers, context, version, by_class=getattr(base, "resolve_by_class", None))
-
-
-def _from_module(spec: str) -> Implementation:
+def _namespace(spec: str) -> Any:
+    """The module a spec names, or the object ``NAME`` of ``module.path:NAME``."""
     module_name, _, attribute = spec.partition(":")
     if not module_name.replace(".", "").replace("_", "").isalnum() or (attribute and not attribute.isidentifier()):
         raise ImplementationError(
             f"--impl {spec!r} is not 'reference', 'llmcompressor', a dotted module path (like mypkg.moe_wrappers) "
             "or module.path:NAME"
         )
-    module = _import(module_name, spec)
+    module = import_module(module_name, spec)
     if attribute:
         if not hasattr(module, attribute):
             raise ImplementationError(f"--impl {spec}: module {module_name!r} has no attribute {attribute!r}")
-        module = getattr(module, attribute)
-    table = getattr(module, "CALIBRATION_WRAPPERS", None)
-    if not isinstance(table, Mapping) or not table:
-        raise ImplementationError(
-            f"--impl {spec}: it defines no CALIBRATION_WRAPPERS mapping (original block class name -> "
-            "wrapper class), or it is empty"
-        )
-    wrappers = {}
-    for block_name, wrapper_cls in table.items():
-        if not isinstance(block_name, str) or not isinstance(wrapper_cls, type):
-            raise ImplementationError(
-                f"--impl {spec}: CALIBRATION_WRAPPERS[{block_name!r}] = {wrapper_cls!r}; keys must be class "
-                "names (str) and values wrapper classes"
-            )
-        wrappers[standardize_lookup_name(block_name)] = wrapper_cls
-    context = getattr(module, "moe_calibration_context", None)
-    if context is not None and not callable(context):
-        raise ImplementationError(f"--impl {spec}: moe_calibration_context is not callable")
-    return Implementation(spec, wrappers, context)
+        return getattr(module, attribute)
+    return module
 
 
-def _validate_constructors(impl: Implementation) -> None:
-    """Every wrapper must be constructible as ``W(original=..., config=..., calibrate_all_experts=...)``."""
-    bad = []
-    for name, wrapper_cls in impl.wrappers.items():
-        try:  # __init__ rather than the class: a permissive __new__(*args, **kwargs) must not hide it
-            params = inspect.signature(wrapper_cls.__init__).parameters
-        except (TypeError, ValueError):
-            continue  # C types: let construction speak for itself
-        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            continue
-        missing = [k for k in WRAPPER_KEYWORDS if k not in params or params[k].kind is inspect.Parameter.POSITIONAL_ONLY]
-        if missing:
-            bad.append(f"{wrapper_cls.__name__} (for {name}) lacks keyword(s) {', '.join(missing)}")
-    if bad:
-        raise ImplementationError(
-            f"--impl {impl.name}: wrappers must accept __init__(original, config, calibrate_all_experts=True) as "
-            "keywords, like llm-compressor's MoECalibrationModule: " + "; ".join(bad)
-        )
+BLOCK_PATH = "block"  # where a block sits in the model ``BlockModel`` makes of it
+
+
+class BlockModel(nn.Module):
+    """The smallest model a calibration context or a conversion accepts for one block: the block at
+    ``.block`` (``BLOCK_PATH``) and the model's top-level ``.config``."""
+
+    def __init__(self, block: nn.Module, config: Any):
+        super().__init__()
+        self.block = block
+        self.config = config
+
+    def forward(self, *args, **kwargs):
+        return self.block(*args, **kwargs)
+
+
+def qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"

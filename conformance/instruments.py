@@ -1,7 +1,8 @@
 """Instruments: forward hooks that observe a block or model without changing what it computes.
 
 - ``recording_routing`` / ``observe_original``: which tokens the *original* block routed to which expert;
-- ``expert_modules`` / ``record_linear_inputs``: the rows every expert ``nn.Linear`` of a wrapper receives;
+- ``find_experts`` / ``record_linear_inputs``: the per-expert Linears of a wrapper or converted block (the
+  implementation's enumeration, or numbered children) and the rows each receives;
 - ``recording_calls`` / ``feeding_recorded_inputs``: a whole model's MoE blocks' inputs and outputs, call by call,
   and replaying the original's inputs into the same calls.
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +26,9 @@ from .oracle import parallel_experts
 from .verdicts import HarnessError, fail, run_original
 
 __all__ = [
+    "Expert",
     "Routing",
-    "expert_modules",
+    "find_experts",
     "feeding_recorded_inputs",
     "observe_original",
     "record_linear_inputs",
@@ -177,41 +180,91 @@ def observe_original(case: ArchCase, block: nn.Module, args: tuple, kwargs: dict
     return out, routing()
 
 
-def expert_modules(wrapper: nn.Module, case: ArchCase, label: str) -> list[nn.Module]:
-    """The wrapper's per-expert modules: ``wrapper.experts`` must be indexable, one module per routed expert."""
-    experts = getattr(wrapper, "experts", None)
-    if experts is None:
-        raise fail(label, f"{type(wrapper).__name__} has no 'experts' attribute holding per-expert modules")
-    if isinstance(experts, nn.ModuleDict):
-        members = list(experts.values())
+@dataclass
+class Expert:
+    """One expert of a calibrating module, as the harness sees it: its Linears by projection name, and every
+    parameter under it (those of a norm all experts share too)."""
+
+    linears: dict[str, nn.Linear]
+    parameters: dict[str, torch.Tensor]
+
+    @classmethod
+    def of(cls, member: nn.Module | Mapping[str, nn.Module]) -> Expert:
+        if isinstance(member, Mapping):  # the implementation's own enumeration: projection name -> Linear
+            linears = {name: m for name, m in member.items() if isinstance(m, nn.Linear)}
+            parameters = {f"{name}.{p}": t for name, m in member.items() for p, t in m.named_parameters()}
+            return cls(linears, parameters)
+        linears = {name: m for name, m in member.named_modules() if isinstance(m, nn.Linear)}
+        return cls(linears, dict(member.named_parameters()))
+
+
+_NUMBERED = re.compile(r"(?:^|_)(\d+)$")  # experts.0, experts.expert_0
+
+
+def _numbered_members(container: nn.Module) -> list[nn.Module]:
+    """The children of ``container`` named by a number, in that order, that hold an nn.Linear (an identity
+    "zero expert" holds none)."""
+    numbered = [(int(m[1]), child) for name, child in container.named_children() if (m := _NUMBERED.search(name))]
+    return [child for _, child in sorted(numbered, key=lambda item: item[0]) if _holds_linear(child)]
+
+
+def _holds_linear(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.Linear) for m in module.modules())
+
+
+def find_experts(module: nn.Module, case: ArchCase, impl: Any, label: str) -> list[Expert]:
+    """The per-expert Linears of a calibrating ``module`` (a wrapper, or a converted block), in expert order:
+    the implementation's own ``expert_linears(module)`` where it has one; else the numbered children of
+    ``module.experts`` (``experts.0``, ``experts.expert_0``); else the first module below ``module`` with one
+    numbered child holding nn.Linear per expert. Fails unless there are ``case.experts`` of them."""
+    own = impl.expert_linears(module) if impl is not None else None
+    if own is not None:
+        members = list(own)
+        where = f"{getattr(impl, 'name', 'the implementation')}'s expert_linears"
     else:
-        try:
-            members = [experts[i] for i in range(len(experts))]
-        except TypeError:
-            raise fail(
-                label, f"{type(wrapper).__name__}.experts is a {type(experts).__name__}, not per-expert modules "
-                "(fused experts must be unpacked into one module of nn.Linear per expert)"
-            ) from None
-    members = [m for m in members if any(isinstance(x, nn.Linear) for x in m.modules())]
+        members, where = _members_under(module, case, label)
     if len(members) != case.experts:
-        raise fail(label, f"{type(wrapper).__name__}.experts exposes {len(members)} experts with nn.Linear, expected {case.experts}")
-    return members
+        raise fail(label, f"{where} exposes {len(members)} experts with nn.Linear, expected {case.experts}")
+    return [Expert.of(member) for member in members]
+
+
+def _members_under(module: nn.Module, case: ArchCase, label: str) -> tuple[list[nn.Module], str]:
+    name = type(module).__name__
+    experts = getattr(module, "experts", None)
+    if isinstance(experts, nn.Module):
+        members = _numbered_members(experts)
+        if not members and hasattr(experts, "__getitem__") and hasattr(experts, "__len__"):
+            try:  # an indexable container whose children are not named by number
+                members = [m for m in (experts[i] for i in range(len(experts))) if _holds_linear(m)]
+            except (TypeError, KeyError, IndexError):
+                members = []
+        if members:
+            return members, f"{name}.experts"
+    for path, candidate in module.named_modules():
+        members = _numbered_members(candidate) if candidate is not experts else []
+        if len(members) == case.experts:
+            return members, f"{name}.{path}" if path else name
+    if isinstance(experts, nn.Module):
+        raise fail(
+            label, f"{name}.experts is a {type(experts).__name__}, not per-expert modules (fused experts must be "
+            "unpacked into one module of nn.Linear per expert)"
+        )
+    raise fail(label, f"{name} has no per-expert modules holding nn.Linear (numbered children such as experts.0, one per expert)")
 
 
 @contextlib.contextmanager
-def record_linear_inputs(experts: Sequence[nn.Module]) -> Iterator[list[dict[str, list[torch.Tensor]]]]:
+def record_linear_inputs(experts: Sequence[Expert]) -> Iterator[list[dict[str, list[torch.Tensor]]]]:
     """Per expert, per Linear name: the input rows each call received."""
     seen: list[dict[str, list[torch.Tensor]]] = [{} for _ in experts]
     handles = []
     for i, expert in enumerate(experts):
-        for name, module in expert.named_modules():
-            if isinstance(module, nn.Linear):
-                seen[i][name] = []
+        for name, module in expert.linears.items():
+            seen[i][name] = []
 
-                def grab(mod, hook_args, _calls=seen[i][name]):
-                    _calls.append(hook_args[0].detach().reshape(-1, hook_args[0].shape[-1]))
+            def grab(mod, hook_args, _calls=seen[i][name]):
+                _calls.append(hook_args[0].detach().reshape(-1, hook_args[0].shape[-1]))
 
-                handles.append(module.register_forward_pre_hook(grab))
+            handles.append(module.register_forward_pre_hook(grab))
     try:
         yield seen
     finally:

@@ -8,12 +8,17 @@ for ``run_checks`` alike.
 | ``error`` | ERROR: the original block, the fixture or the harness failed; the implementation was not judged |
 | ``skipped`` | the architecture is absent from the installed transformers, the fixture lists a known skip, or the implementation does not cover the block (every check but ``covered``; that one too with ``covered_only``) |
 | ``n/a`` | the check does not apply to this architecture here |
+| ``not offered`` | the check judges a contract level the implementation does not declare (``CONTRACT_LEVELS``) |
 | ``xfail`` | a failure (or harness error) the fixture lists as expected |
+
+A check that guards what calibration always needs (the output equal to the original's while calibrating, the
+expert Linears honest and bit-exact, nothing else damaged) needs no level, so it is never "not offered".
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,17 +26,19 @@ from typing import TYPE_CHECKING, Any
 from .cases import ArchCase
 from .impl import Implementation
 from .setting import Setting, fixture_entry
+from .snapshots import ClassState
 from .verdicts import ConformanceFailure, HarnessError, NotApplicable
 
 if TYPE_CHECKING:
     from .suite import CheckSpec
 
-__all__ = ["KINDS", "Outcome", "evaluate", "uncovered_reason"]
+__all__ = ["KINDS", "NOT_OFFERED", "Outcome", "evaluate", "guarded_classes", "uncovered_reason"]
 
 PASSED, FAILED, ERROR, SKIPPED, NOT_APPLICABLE, XFAIL = "passed", "failed", "error", "skipped", "n/a", "xfail"
-KINDS = (PASSED, FAILED, ERROR, SKIPPED, NOT_APPLICABLE, XFAIL)
+NOT_OFFERED = "not offered"
+KINDS = (PASSED, FAILED, ERROR, SKIPPED, NOT_APPLICABLE, NOT_OFFERED, XFAIL)
 # Outcomes that leave a run green.
-GREEN = (PASSED, SKIPPED, NOT_APPLICABLE, XFAIL)
+GREEN = (PASSED, SKIPPED, NOT_APPLICABLE, NOT_OFFERED, XFAIL)
 
 
 @dataclass(frozen=True)
@@ -67,10 +74,36 @@ def _harness_message(case: ArchCase, setting: Setting, exc: BaseException) -> st
 
 
 def uncovered_reason(case: ArchCase, impl: Implementation) -> str | None:
-    """Why ``impl`` cannot be judged on ``case`` (it has no wrapper for the block), or None."""
-    if impl.wrapper_for(case.block) is not None:
-        return None
-    return f"{case.model_type}: uncovered: calibration would be silently skipped ({impl.name} has no wrapper for {case.block})"
+    """Why ``impl`` cannot be judged on ``case``, or None: a registry has no wrapper for the block; a conversion
+    says it does not cover it, or converting one leaves no per-expert Linears (``checks_structure``)."""
+    from .checks_structure import unconverted_reason
+
+    if not impl.covers(case.block):
+        why = f"{impl.name} has no wrapper for {case.block}"
+    else:
+        classes = ClassState.of(guarded_classes(case))  # the probe converts a block: no patch may outlive it
+        try:
+            why = unconverted_reason(case, impl)
+        finally:
+            if classes.difference():
+                classes.restore()
+    return f"{case.model_type}: uncovered: calibration would be silently skipped ({why})" if why else None
+
+
+def guarded_classes(case: ArchCase) -> list[type]:
+    """The classes a calibration might patch for the whole process: those of the block's modeling module
+    (block, experts, router ...) with their transformers bases, and torch's Linear and module containers.
+    ``nn.Module`` itself is left out: transformers adds to it once per process (``smart_apply``)."""
+    from torch import nn
+
+    module = sys.modules.get(case.block_class.__module__)
+    defined = [v for v in vars(module).values() if isinstance(v, type) and v.__module__ == module.__name__] if module else []
+    found: dict[type, None] = dict.fromkeys([nn.Linear, nn.ModuleList, nn.ModuleDict])
+    for klass in defined:
+        for base in klass.__mro__:
+            if base.__module__.startswith("transformers."):
+                found.setdefault(base, None)
+    return list(found)
 
 
 def evaluate(case: ArchCase, spec: CheckSpec, setting: Setting, impl: Implementation, covered_only: bool = False) -> Outcome:
@@ -94,7 +127,13 @@ def evaluate(case: ArchCase, spec: CheckSpec, setting: Setting, impl: Implementa
 
 
 def _judge(case: ArchCase, spec: CheckSpec, setting: Setting, impl: Implementation) -> Outcome:
+    unoffered = spec.not_offered(impl.levels)
+    if unoffered:
+        return Outcome(setting, NOT_OFFERED, f"{setting.id}: not offered: {impl.name} declares {unoffered}")
     expected = case.expected_gap("xfail", spec.name, setting.dtype)
+    # A class the implementation patches is put back after the check, whatever it came to: a patch must not
+    # leak into the next check (no_side_effects is the check that fails it).
+    classes = ClassState.of(guarded_classes(case))
     try:
         value = spec.function(case, impl, setting)
     except NotApplicable as reason:
@@ -107,6 +146,9 @@ def _judge(case: ArchCase, spec: CheckSpec, setting: Setting, impl: Implementati
         if expected:
             return Outcome(setting, FAILED, f"{setting.id}: passed, but the fixture expects it to fail: {expected}", value)
         return Outcome(setting, PASSED, "", value)
+    finally:
+        if classes.difference():
+            classes.restore()
     if expected:
         return Outcome(setting, XFAIL, f"expected failure ({expected}): {message}", exception=exc)
     return Outcome(setting, kind, message, exception=exc)

@@ -32,9 +32,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="SPEC",
         help=f"implementation under test: 'reference' (default: this project's wrappers), 'llmcompressor' (its "
-        f"MoECalibrationModule registry and context), a dotted module path defining CALIBRATION_WRAPPERS (block "
-        f"class name -> wrapper class) and optionally moe_calibration_context, or module.path:NAME for those "
-        f"attributes of the object NAME (also ${ENV_VAR})",
+        f"MoECalibrationModule registry and context), or a dotted module path (or module.path:NAME) defining "
+        f"CALIBRATION_WRAPPERS (a registry: block class name -> wrapper class, optionally moe_calibration_context) "
+        f"or prepare_model (a model conversion, optionally calibration_mode and CONTRACT_LEVELS) (also ${ENV_VAR})",
     )
     group.addoption(
         "--moe-report",
@@ -265,7 +265,9 @@ def _cell(outcomes: list[str]) -> str:
         return "uncovered"
     if all(o == "n/a" for o in outcomes):
         return "n/a"
-    if all(o in ("skipped", "n/a") for o in outcomes):
+    if all(o in ("n/a", "not offered") for o in outcomes):
+        return "not offered"
+    if all(o in ("skipped", "n/a", "not offered") for o in outcomes):
         return "skip"
     if "xfail" in outcomes:
         return "xfail"
@@ -276,7 +278,8 @@ def summarise(results: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The architecture x check table: a cell is 'ok', 'FAIL f/n' (the implementation broke the contract in f of
     its n tests), 'ERROR e/n' (the harness, the fixture or the original block failed), 'skip' (absent from this
     transformers), 'uncovered' (the implementation has no wrapper for the block), 'n/a' (the check does not
-    apply) or 'xfail' over its tests."""
+    apply), 'not offered' (the implementation's declared contract levels do not promise what the check judges)
+    or 'xfail' over its tests."""
     from .suite import CHECKS
 
     cells: dict[tuple[str, str], list[str]] = defaultdict(list)

@@ -22,7 +22,18 @@ from torch import nn
 from .cases import FIXTURES_DIR, ArchCase, Shape
 from .verdicts import ConformanceFailure, HarnessError, dtype_name, fail
 
-__all__ = ["MODES", "RUN_SEED", "BlockRun", "ModelRun", "Setting", "block_inputs", "build_block", "build_model", "fixture_entry"]
+__all__ = [
+    "MODES",
+    "RUN_SEED",
+    "BlockRun",
+    "ModelRun",
+    "Setting",
+    "block_inputs",
+    "build_block",
+    "build_model",
+    "fixture_entry",
+    "top_level_config",
+]
 
 MODES = {"all_experts": True, "routed": False}  # mode name -> calibrate_all_experts
 
@@ -114,6 +125,9 @@ class BlockRun:
     args: tuple
     kwargs: dict
     label: str
+    # The top-level config of a whole model holding the block (``model.config``, what a calibration context
+    # or a conversion is given): the block's own config, or the composite one it goes under.
+    model_config: Any = None
 
 
 @dataclass
@@ -133,7 +147,20 @@ def build_block(case: ArchCase, setting: Setting, shape: Shape | None, purpose: 
     seed = setting.seed_for(purpose, shape)
     block, config = _harness_step(case, setting, lambda: case.make_block(setting.config_overrides(case), seed=seed, dtype=setting.dtype))
     args, kwargs = block_inputs(case, setting, shape, purpose) if shape is not None else ((), {})
-    return BlockRun(_to_device(block, setting.device), config, args, kwargs, setting.label(shape))
+    model_config = _harness_step(case, setting, lambda: top_level_config(case, config))
+    return BlockRun(_to_device(block, setting.device), config, args, kwargs, setting.label(shape), model_config)
+
+
+def top_level_config(case: ArchCase, config: Any) -> Any:
+    """The config a whole model built around ``config`` would hold as ``model.config``: ``config`` itself, or,
+    for a composite model (``model_composite``), the composite config it goes under (as ``make_model``)."""
+    if not case.model_composite:
+        return config
+    import importlib
+
+    package = importlib.import_module(f"transformers.models.{case.module.split('.')[0]}")
+    composite = getattr(package, case.model_composite["config_class"])
+    return composite(**{case.model_composite["under"]: config}, **case.model_composite.get("config", {}))
 
 
 def block_inputs(case: ArchCase, setting: Setting, shape: Shape, purpose: str = "block") -> tuple[tuple, dict]:

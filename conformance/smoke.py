@@ -1,10 +1,11 @@
 """End-to-end calibration smoke: the seeds' README flow (calibrate a model inside ``moe_calibration_context``),
-on a tiny whole model with no network.
+on a tiny whole model with no network, through the implementation's calibration (its context, or its conversion
+and calibration mode).
 
 Min/max observers — what a static-activation quantizer (FP8, INT8, NVFP4 input scales) records — hang on every
 expert Linear; one calibration pass runs with a deliberately tiny token budget, so natural routing leaves most
-experts unseen. Inside the implementation's context every expert Linear must end with finite, non-empty
-statistics. The same pass without the context shows which experts natural routing left unseen: that contrast is
+experts unseen. Inside the implementation's context every expert Linear must end with finite statistics of
+at least one row that is not all zero. The same pass without the context shows which experts natural routing left unseen: that contrast is
 why calibration wrappers exist.
 """
 
@@ -17,19 +18,22 @@ import torch
 from torch import nn
 
 from .cases import ArchCase
-from .instruments import expert_modules, recording_routing
-from .setting import Setting, build_model
-from .verdicts import HarnessError, fail, implementation_raised, run_implementation, run_original
 from .impl import Implementation
+from .instruments import find_experts, recording_routing
+from .setting import Setting, build_model
+from .verdicts import HarnessError, calibrating_model, fail, run_implementation, run_original
 
 __all__ = ["MinMaxObserver", "SmokeResult", "calibration_smoke", "check_calibration_smoke"]
 
 
 class MinMaxObserver:
-    """Running min/max of a Linear's input, as a static quantizer's observer keeps them."""
+    """Running min/max of a Linear's input, as a static quantizer's observer keeps them, and how many of its rows
+    were not all zero: a Linear fed only zero rows (an expert "run on every token" with the tokens it was not
+    routed masked out) has statistics of nothing, and its scales would be degenerate."""
 
     def __init__(self):
         self.count = 0
+        self.nonzero_rows = 0
         self.min = float("inf")
         self.max = float("-inf")
 
@@ -37,13 +41,15 @@ class MinMaxObserver:
         x = args[0].detach()
         if x.numel() == 0:
             return
-        self.count += x.reshape(-1, x.shape[-1]).shape[0]
+        rows = x.reshape(-1, x.shape[-1])
+        self.count += rows.shape[0]
+        self.nonzero_rows += int((rows != 0).any(dim=-1).sum())
         self.min = min(self.min, x.min().item())
         self.max = max(self.max, x.max().item())
 
     @property
     def calibrated(self) -> bool:
-        return self.count > 0 and torch.isfinite(torch.tensor([self.min, self.max])).all().item()
+        return self.nonzero_rows > 0 and torch.isfinite(torch.tensor([self.min, self.max])).all().item()
 
 
 @dataclass
@@ -67,7 +73,7 @@ class SmokeResult:
 def calibration_smoke(case: ArchCase, impl: Implementation, setting: Setting | None = None, tokens: int = 2) -> SmokeResult:
     """Calibrate a tiny whole model on ``tokens`` tokens inside the implementation's context (all experts: what
     calibration asks for); every expert Linear of every MoE block must end with finite, non-empty min/max
-    statistics. ``setting`` defaults to the check's own, in float32 on the CPU."""
+    statistics of a non-zero row. ``setting`` defaults to the check's own, in float32 on the CPU."""
     setting = setting or Setting(case.model_type, "calibration_smoke", dtype=torch.float32)
     run = build_model(case, setting, (1, tokens), purpose="smoke")
     model, inputs, label = run.model, run.inputs, run.label
@@ -85,28 +91,27 @@ def calibration_smoke(case: ArchCase, impl: Implementation, setting: Setting | N
     }
 
     observers: dict[tuple[str, int, str], MinMaxObserver] = {}
-    with implementation_raised(label, "the calibration context"):
-        with impl.calibration_context(model, calibrate_all_experts=True):
-            inside = dict(model.named_modules())
-            handles = []
-            for name in blocks:
-                for e, expert in enumerate(expert_modules(inside[name], case, label)):
-                    for lname, linear in expert.named_modules():
-                        if isinstance(linear, nn.Linear):
-                            observer = observers[(name, e, lname)] = MinMaxObserver()
-                            handles.append(linear.register_forward_pre_hook(observer))
-            try:
-                run_implementation(model, (), inputs, label, f"{case.model_class} inside the context")
-            finally:
-                for h in handles:
-                    h.remove()
+    with calibrating_model(impl, model, True, label) as active:
+        inside = dict(active.named_modules())
+        handles = []
+        for name in blocks:
+            for e, expert in enumerate(find_experts(inside[name], case, impl, label)):
+                for lname, linear in expert.linears.items():
+                    observer = observers[(name, e, lname)] = MinMaxObserver()
+                    handles.append(linear.register_forward_pre_hook(observer))
+        try:
+            run_implementation(active, (), inputs, label, f"{case.model_class} inside the context")
+        finally:
+            for h in handles:
+                h.remove()
     missing = [key for key, observer in observers.items() if not observer.calibrated]
     if missing:
         block, e, lname = missing[0]
+        observer = observers[missing[0]]
         raise fail(
-            label, f"{len(missing)} expert Linear(s) ended calibration with no finite statistics, e.g. "
-            f"{block} expert {e} {lname} (without the context {result.unseen_count}/{result.experts} experts were "
-            "unseen; inside it every one must be observed)"
+            label, f"{len(missing)} expert Linear(s) ended calibration with no finite statistics of a non-zero row, "
+            f"e.g. {block} expert {e} {lname} ({observer.count} rows, {observer.nonzero_rows} not all zero; without "
+            f"the context {result.unseen_count}/{result.experts} experts were unseen; inside it every one must be observed)"
         )
     return result
 

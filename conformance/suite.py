@@ -15,12 +15,12 @@ from typing import Any
 import torch
 
 from .cases import ArchCase
-from .checks_lifecycle import check_no_side_effects, check_restore_semantics
+from .checks_lifecycle import check_no_side_effects, check_partial_conversion, check_restore_semantics
 from .checks_model import check_whole_model
 from .checks_properties import check_routing_properties
 from .checks_routing import check_all_experts_observed, check_experts_implementation, check_output_matches, check_routed_tokens_only
 from .checks_structure import check_covered, check_experts_are_linear
-from .impl import Implementation
+from .impl import ContractLevels, Implementation
 from .outcomes import Outcome, evaluate
 from .setting import RUN_SEED, Setting
 from .smoke import check_calibration_smoke
@@ -37,6 +37,17 @@ class CheckSpec:
     modes: tuple[str | None, ...]  # None: the check runs in no single mode
     dtypes: tuple[torch.dtype | None, ...]  # None: the check does not depend on the dtype
     per_variant: bool  # run for every routing variant, or for "default" only
+    # The contract levels (``impl.ContractLevels``) the check judges, per level key: an implementation that
+    # declares another level is "not offered" the check. Empty for checks that guard what calibration always
+    # needs: those are never "not offered".
+    needs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def not_offered(self, levels: ContractLevels) -> str | None:
+        """Why ``levels`` does not offer what this check judges (the declared level and the ones judged), or None."""
+        for key, wanted in self.needs:
+            if not levels.offers(key, wanted):
+                return f"{key} {getattr(levels, key)!r}; {self.name} judges {key} {' or '.join(map(repr, wanted))}"
+        return None
 
     def settings(self, case: ArchCase, variants: Sequence[str] | None = None, device: str = "cpu", seed: int = RUN_SEED) -> Iterator[Setting]:
         """Every setting this check runs in for ``case``."""
@@ -47,36 +58,46 @@ class CheckSpec:
 
 
 BOTH_MODES = ("all_experts", "routed")
+# Contract levels (impl.LEVELS) some checks need; see CheckSpec.needs.
+ALL_TOKENS = (("coverage", ("all_tokens_once", "all_tokens")),)
+RESTORES = (("restore", ("restores",)),)
 DTYPES = (torch.float32, torch.bfloat16)
 F32 = (torch.float32,)
 
 CHECKS: dict[str, CheckSpec] = {
     spec.name: spec
     for spec in (
-        CheckSpec("covered", "covered", "The implementation has a wrapper for the block class: otherwise calibration is silently skipped. "
-                  "An uncovered block is this one failure, its other checks skipped as uncovered (--covered-only: a skip too).",
+        CheckSpec("covered", "covered", "The implementation has a wrapper for the block class (a conversion: converting one leaves "
+                  "per-expert Linears): otherwise calibration is silently skipped. An uncovered block is this one failure, its other "
+                  "checks skipped as uncovered (--covered-only: a skip too).",
                   check_covered, (None,), (None,), False),
-        CheckSpec("all_experts_observed", "all_seen", "calibrate_all_experts=True: every Linear of every expert receives exactly every token, once.",
-                  check_all_experts_observed, ("all_experts",), DTYPES, True),
+        CheckSpec("all_experts_observed", "all_seen", "calibrate_all_experts=True: every Linear of every expert receives every token, once (after its routed tokens "
+                  "again for a discard pass; duplicates allowed at coverage all_tokens; not offered at coverage rotating or routed_only).",
+                  check_all_experts_observed, ("all_experts",), DTYPES, True, ALL_TOKENS),
         CheckSpec("routed_tokens_only", "routed", "calibrate_all_experts=False: each expert receives exactly the tokens the original routes to it.",
                   check_routed_tokens_only, ("routed",), DTYPES, True),
-        CheckSpec("output_matches", "output", "The wrapper's output equals the original block's (computed before wrapping): same structure, "
+        CheckSpec("output_matches", "output", "The wrapper's (converted block's) output equals the original block's (computed before): same structure, "
                   "dtype, shape, every element (router logits too), within the dtype's tolerance.",
                   check_output_matches, BOTH_MODES, DTYPES, True),
         CheckSpec("experts_are_linear", "linear", "Experts are nn.Linear: experts x projections of them (plus the block's other Linears), "
                   "in/out features matching their weights, each weight a bit-exact slice of the original's.",
                   check_experts_are_linear, ("all_experts",), DTYPES, False),
-        CheckSpec("restore_semantics", "restore", "Through the implementation's context, non-permanent wrappers leave the same module objects, "
-                  "bitwise-equal parameters and buffers and no hooks, also when the body raises; permanent ones stay, still match, "
-                  "and release the block they replaced.",
-                  check_restore_semantics, BOTH_MODES, F32, False),
+        CheckSpec("restore_semantics", "restore", "Through the implementation's context, non-permanent wrappers (a restoring conversion) leave the same "
+                  "module objects, bitwise-equal parameters and buffers and no hooks, also when the body raises; permanent wrappers "
+                  "stay, still match, and release the block they replaced. Not offered where the implementation declares restore permanent.",
+                  check_restore_semantics, BOTH_MODES, F32, False, RESTORES),
         CheckSpec("no_side_effects", "no_side_fx", "Building and running the wrapper leaves the original block's modules, parameters and "
-                  "buffers bitwise unchanged.",
+                  "buffers bitwise unchanged (a conversion, which replaces modules by design: the original tensors' values), and the configs' "
+                  "and the block's classes' attributes as they were: a patched experts class changes every model in the process.",
                   check_no_side_effects, BOTH_MODES, DTYPES, False),
+        CheckSpec("partial_conversion", "partial", "Wrapping or converting one block leaves a sibling block of the same class, "
+                  "sharing its config, working: it still matches its original output while the other calibrates and after.",
+                  check_partial_conversion, BOTH_MODES, F32, False),
         CheckSpec("whole_model", "model", "A tiny whole model (dense layers too where the architecture has them): the context replaces "
-                  "exactly the MoE blocks; the logits inside it and after it equal the logits before. In bfloat16 every call of every "
-                  "MoE block is fed the original model's input for that call and its output compared too, since rounding noise can "
-                  "flip a later layer's top-k on a near tie.",
+                  "exactly the MoE blocks (a conversion: every MoE block has per-expert Linears and nothing outside them is replaced); "
+                  "the logits inside it and after it equal the logits before. In bfloat16 every call of every MoE block is fed the "
+                  "original model's input for that call and its output compared too, since rounding noise can flip a later layer's "
+                  "top-k on a near tie.",
                   check_whole_model, BOTH_MODES, DTYPES, False),
         CheckSpec("experts_implementation", "exp_impl", "transformers 5.x: under every experts implementation (eager, batched_mm, "
                   "grouped_mm; whole models default to grouped_mm) the output still matches and the expert Linears still see their "
@@ -86,9 +107,9 @@ CHECKS: dict[str, CheckSpec] = {
                   "observation, routing and outputs hold in both modes.",
                   check_routing_properties, (None,), F32, False),
         CheckSpec("calibration_smoke", "smoke", "A tiny whole model calibrated on two tokens inside the context leaves every expert "
-                  "Linear with finite, non-empty min/max statistics; the run prints how many experts natural routing left unseen "
-                  "without it.",
-                  check_calibration_smoke, (None,), F32, False),
+                  "Linear with finite min/max statistics of at least one non-zero row; the run prints how many experts natural routing "
+                  "left unseen without it. Not offered at coverage rotating or routed_only.",
+                  check_calibration_smoke, (None,), F32, False, ALL_TOKENS),
     )
 }
 
@@ -99,7 +120,7 @@ class CheckResult:
     variant: str
     mode: str | None
     dtype: str | None
-    outcome: str  # an ``outcomes.KINDS`` kind: passed, failed, error, skipped, n/a, xfail
+    outcome: str  # an ``outcomes.KINDS`` kind: passed, failed, error, skipped, n/a, not offered, xfail
     message: str = ""
     id: str = ""  # the setting's id, as the pytest layer names the test
     uncovered: bool = False  # the implementation has no wrapper for the block
@@ -107,7 +128,7 @@ class CheckResult:
     @property
     def passed(self) -> bool:
         """Nothing to fix here: passed, skipped, n/a or an expected failure."""
-        return self.outcome in ("passed", "skipped", "n/a", "xfail")
+        return self.outcome in ("passed", "skipped", "n/a", "not offered", "xfail")
 
     @classmethod
     def of(cls, outcome: Outcome) -> CheckResult:

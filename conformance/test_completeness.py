@@ -20,7 +20,7 @@ def test_registry_completeness(impl, record_property, request):
     derived = derived_cases(hand, excluded=frozenset(not_calibration_targets()))
     cases = hand + list(derived.cases)
     report = completeness(
-        impl.wrapper_for,
+        impl.covers,
         {case.block for case in cases},
         hand_blocks={case.block for case in cases if case.source == HAND},
         derived={case.block: case.model_type for case in derived.cases},

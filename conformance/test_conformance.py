@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from conformance.cases import load_cases
-from conformance.outcomes import ERROR, FAILED, NOT_APPLICABLE, SKIPPED, XFAIL, evaluate
+from conformance.outcomes import ERROR, FAILED, NOT_APPLICABLE, NOT_OFFERED, SKIPPED, XFAIL, evaluate
 from conformance.suite import CHECKS
 from conformance.verdicts import ConformanceFailure
 
@@ -34,7 +34,7 @@ def test_conformance(case, setting, impl, covered_only, record_property):
     record_property("moe_conformance", {**outcome.record(), "fixture": case.source})
     if hasattr(outcome.value, "summary"):  # the calibration smoke: what natural routing left unseen
         record_property("moe_smoke", outcome.value.summary())
-    if outcome.kind in (SKIPPED, NOT_APPLICABLE):
+    if outcome.kind in (SKIPPED, NOT_APPLICABLE, NOT_OFFERED):
         pytest.skip(outcome.message)
     if outcome.kind == XFAIL:
         pytest.xfail(outcome.message)

@@ -8,7 +8,8 @@ A check ends in one of three exceptions, or returns (the implementation conforms
 - ``NotApplicable``: the check does not apply to this architecture here (n/a).
 
 The helpers here run modules and contexts on the right side of that line: ``run_original`` blames the harness,
-``run_implementation``, ``wrap`` and ``implementation_raised`` the implementation.
+``run_implementation``, ``calibrating_block``, ``calibrating_model`` and ``implementation_raised`` the
+implementation.
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ __all__ = [
     "HarnessError",
     "NotApplicable",
     "TOLERANCE",
+    "calibrating_block",
+    "calibrating_model",
     "compare_outputs",
     "dtype_name",
     "fail",
     "implementation_raised",
     "run_implementation",
     "run_original",
-    "wrap",
 ]
 
 # Largest |got - want| allowed, relative to max |want| (the output's own scale). An expert run on all tokens and
@@ -89,13 +91,52 @@ def run_implementation(module: nn.Module, args: tuple, kwargs: dict, label: str,
         raise fail(label, f"{what} raised {type(exc).__name__}: {exc} (at {_where(exc)})") from exc
 
 
-def wrap(impl: Implementation, block: nn.Module, config: Any, calibrate_all: bool, label: str) -> nn.Module:
-    """The implementation's wrapper for ``block``; a missing or unconstructible wrapper is its failure."""
+@contextlib.contextmanager
+def calibrating_block(impl: Implementation, run: Any, calibrate_all: bool, label: str) -> Iterator[nn.Module]:
+    """``impl.calibrating_block`` for a ``BlockRun``: the module that calibrates in place of ``run.block``. A
+    missing wrapper, a constructor or conversion that raises, or a context that fails on leaving is the
+    implementation's failure; what the body raises passes unchanged."""
+    manager = impl.calibrating_block(run.block, run.config, calibrate_all, run.model_config)
+    with _entered(manager, label, "building the wrapper (or converting the block)") as module:
+        yield module
+
+
+@contextlib.contextmanager
+def calibrating_model(impl: Implementation, model: nn.Module, calibrate_all: bool, label: str) -> Iterator[nn.Module]:
+    """``impl.calibrating_model``: the model to run while calibrating, blamed as ``calibrating_block``."""
+    with _entered(impl.calibrating_model(model, calibrate_all), label, "the calibration context") as active:
+        yield active
+
+
+@contextlib.contextmanager
+def _entered(manager: Any, label: str, what: str) -> Iterator[Any]:
+    """Enter and leave the implementation's context manager, each side's exceptions blamed on it; the body's
+    exception is handed to it (it may restore, and must not swallow or replace it: the caller judges that)."""
     try:
-        return impl.wrap(block, config, calibrate_all)
+        value = manager.__enter__()
+    except (ConformanceFailure, HarnessError, NotApplicable):
+        raise
     except (LookupError, ConstructionError) as exc:
         # The constructor's own exception stays the cause, so a short report can show the frame that raised.
         raise fail(label, str(exc)) from exc.__cause__
+    except Exception as exc:
+        raise fail(label, f"{what} raised {type(exc).__name__}: {exc} (at {_where(exc)})") from exc
+    try:
+        yield value
+    except BaseException as body:
+        try:
+            swallowed = manager.__exit__(type(body), body, body.__traceback__)
+        except BaseException as exc:
+            if exc is body or isinstance(exc, (ConformanceFailure, HarnessError, NotApplicable)):
+                raise
+            raise fail(label, f"{what} raised {type(exc).__name__} on leaving: {exc} (at {_where(exc)})") from exc
+        if not swallowed:
+            raise
+        return
+    try:
+        manager.__exit__(None, None, None)
+    except Exception as exc:
+        raise fail(label, f"{what} raised {type(exc).__name__} on leaving: {exc} (at {_where(exc)})") from exc
 
 
 @contextlib.contextmanager

@@ -20,6 +20,8 @@ import wrappers
 from wrappers import CalibrationMoEBlock, LinearExperts
 from wrappers.permanent import PermanentCalibrationMoEBlock
 
+from .conversion_impl import CONVERSION_MUTANTS
+
 # -- helpers the mutants share ----------------------------------------------------------------------------
 
 
@@ -306,6 +308,35 @@ class WeightsInFloat32(CalibrationMoEBlock):
                 module.weight = nn.Parameter(module.weight.detach().float(), requires_grad=False)
 
 
+class _MasksUnroutedTokens(LinearExperts):
+    """"Every expert sees every token" done by running each expert on the whole batch with the tokens not
+    routed to it zeroed: the shapes look calibrated, the statistics of an unrouted expert are of zeros."""
+
+    def forward(self, hidden_states, top_k_index, top_k_weights):
+        if not self.calibrate_all_experts:
+            return super().forward(hidden_states, top_k_index, top_k_weights)
+
+        def masked(e: int, expert: nn.Module):
+            routed = (top_k_index == e).any(dim=-1, keepdim=True).to(hidden_states.dtype)
+            return lambda x: expert(x * routed) if x.shape[0] == routed.shape[0] else expert(x)
+
+        implementation = getattr(self._dispatch_config, "_experts_implementation", None)
+        accumulate = None if implementation in (None, "eager") else torch.float32
+        experts = [masked(e, expert) for e, expert in enumerate(self)]
+        out = wrappers.dispatch_to_experts(experts, hidden_states, top_k_index, top_k_weights, True, accumulate_dtype=accumulate)
+        return out.to(hidden_states.dtype)
+
+
+class MutatesSharedConfig(CalibrationMoEBlock):
+    """Forces all experts the way a top-k override does (GPTQModel's ``set_moe_topk``), on the config it is
+    given, and never puts it back: every later model built from that config routes to every expert."""
+
+    def __init__(self, original, config=None, calibrate_all_experts=True):
+        super().__init__(original, config, calibrate_all_experts)
+        if config is not None:
+            config.num_experts_per_tok = 1 + (getattr(config, "num_experts", None) or getattr(config, "n_routed_experts", None) or 64)
+
+
 # -- output and restore bugs ------------------------------------------------------------------------------
 
 
@@ -465,22 +496,28 @@ MUTANTS: dict[str, Mutant] = {
         Mutant("uses_fused_fast_path", UsesFusedFastPath, "grouped_mm/batched_mm bypass the Linears (ModelOpt #1340)", _has_dispatched_experts),
         Mutant("covers_nothing", CorrectSubclass, "block class never registered (GLM-4.7-Flash before PR #2547)", blocks=("SomeOtherMoE",)),
         Mutant("context_replaces_first_only", CorrectSubclass, "context stops after the first block", context=_context_replacing_first_block_only),
+        Mutant("masks_unrouted_tokens", _experts_class_swap(_MasksUnroutedTokens), "all-experts mode feeds unrouted experts zeroed rows", _has_dispatched_experts),
+        Mutant("mutates_shared_config", MutatesSharedConfig, "a top-k override left on the shared config (GPTQModel set_moe_topk)"),
     )
 }
+# Model conversions (tests/conversion_impl.py) with one bug each: flag never set, a block missed, class patches.
+MUTANTS.update(CONVERSION_MUTANTS)
 
-# For every check, a mutant that the check on its own must catch: no check is taken on trust.
+# For every check, the mutants that the check on its own must catch: no check is taken on trust. A strengthened
+# check lists the mutant of what it now also guards; a check that judges conversions, a conversion mutant.
 CAUGHT_BY = {
-    "covered": "covers_nothing",
-    "all_experts_observed": "ignores_calibrate_all_experts",
-    "routed_tokens_only": "calibrates_all_when_routed",
-    "output_matches": "drift_1e_4",
-    "experts_are_linear": "lies_about_in_features",
-    "restore_semantics": "restore_returns_wrapper",
-    "no_side_effects": "mutates_original_weights",
-    "whole_model": "context_replaces_first_only",
-    "experts_implementation": "uses_fused_fast_path",
-    "routing_properties": "drift_1e_4",
-    "calibration_smoke": "ignores_calibrate_all_experts",
+    "covered": ("covers_nothing",),
+    "all_experts_observed": ("ignores_calibrate_all_experts", "conversion_flag_never_set"),
+    "routed_tokens_only": ("calibrates_all_when_routed",),
+    "output_matches": ("drift_1e_4",),
+    "experts_are_linear": ("lies_about_in_features",),
+    "restore_semantics": ("restore_returns_wrapper",),
+    "no_side_effects": ("mutates_original_weights", "mutates_shared_config", "conversion_patches_experts_class"),
+    "partial_conversion": ("conversion_mode_patches_experts_class",),
+    "whole_model": ("context_replaces_first_only", "conversion_misses_a_block"),
+    "experts_implementation": ("uses_fused_fast_path",),
+    "routing_properties": ("drift_1e_4",),
+    "calibration_smoke": ("ignores_calibrate_all_experts", "masks_unrouted_tokens"),
 }
 
 # Each mutant is an attribute of this module, for ``--impl tests.mutants:<name>``.

@@ -53,16 +53,23 @@ def test_mutant_is_caught(mutant, case, record_property):
     assert case.model_type in stopped[0].message
 
 
-@pytest.mark.parametrize("check", CHECKS)
-def test_every_check_catches_a_mutant_on_its_own(check):
-    """Each check, run alone, fails on the mutant that breaks what it guards (on every architecture)."""
-    mutant = MUTANTS[CAUGHT_BY[check]]
+def test_every_check_has_a_mutant_it_catches():
+    assert set(CAUGHT_BY) == set(CHECKS), sorted(set(CHECKS) ^ set(CAUGHT_BY))
+
+
+@pytest.mark.parametrize(("check", "name"), [pytest.param(c, m, id=f"{c}-{m}") for c, names in CAUGHT_BY.items() for m in names])
+def test_every_check_catches_a_mutant_on_its_own(check, name):
+    """Each check, run alone, fails on the mutants that break what it guards (on every architecture)."""
+    mutant = MUTANTS[name]
     impl = load_implementation(mutant.impl_spec)
+    applicable = 0
     for case in GENERIC_CASES:
         if not mutant.applies(case.make_block()[0]):
             continue
+        applicable += 1
         results = run_checks(case, impl, checks=[check], stop_at_first_failure=True)
-        assert results[-1].outcome == "failed", f"{check} did not catch {CAUGHT_BY[check]} on {case.model_type}: {results[-1]}"
+        assert results[-1].outcome == "failed", f"{check} did not catch {name} on {case.model_type}: {results[-1]}"
+    assert applicable, f"{name} applies to no architecture"
 
 
 @pytest.mark.parametrize("case", GENERIC_CASES, ids=lambda c: c.model_type)

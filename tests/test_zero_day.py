@@ -14,7 +14,7 @@ from packaging.version import Version
 from conformance import load_cases, load_implementation, run_checks
 from conformance.derived_fixtures import DERIVED, derived_cases
 from conformance.discovery import completeness, discovered_class, not_calibration_targets, unreviewed_messages
-from conformance.impl import Implementation
+from conformance.impl_registry import RegistryImplementation
 from reference import MoECalibrationModule, standardize_lookup_name
 from wrappers.blocks import CalibrationMoEBlock, FusedExpertsMechanism, mechanism_for_class
 
@@ -86,7 +86,7 @@ def test_the_reference_covers_checks_and_wraps_an_unregistered_standard_block(mo
 
 
 def test_an_implementation_other_than_the_reference_is_judged_by_its_own_coverage():
-    bare = Implementation("third_party", {})
+    bare = RegistryImplementation("third_party", {})
     assert bare.wrapper_for(STANDARD) is None and bare.wrapper_for("Llama4TextMoe") is None
 
 
