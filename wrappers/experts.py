@@ -3,8 +3,9 @@
 ``dispatch_to_experts`` is the one loop that sends tokens to experts. In calibration mode every expert runs on
 every token (so each of its Linears is observed on the whole batch) and only the rows routed to it are kept;
 in routed mode each expert runs on its routed rows only. Either way the combination is transformers' own eager
-arithmetic (ascending expert order, ``index_add_`` into a zero buffer), so the output equals the original's up
-to float rounding.
+arithmetic (each token's weighted contributions added to zero in ascending expert order), so the output equals
+the original's up to float rounding. The routing is sorted once per call (one host sync), not searched per
+expert, so on a GPU the experts' kernels queue back to back.
 
 ``LinearExperts`` replaces a transformers v5 fused experts module (3-D ``gate_up_proj``/``down_proj`` behind
 ``@use_experts_implementation``). Its per-expert Linears are *views* of the fused parameters: bit-exact, no
@@ -38,30 +39,75 @@ def dispatch_to_experts(
     The sum is accumulated in ``accumulate_dtype`` (default: the input dtype), each contribution cast to it
     first, as transformers does. ``weighted_fn``, where given, transforms each expert's weighted rows before
     they are summed (NLLB-MoE's token dropout).
+
+    The routing is sorted by expert once per call, with one host sync for the segment bounds, rather than one
+    ``torch.where`` per expert. Each expert is called once (on every token, or on its routed rows), and only
+    its routed rows are kept, so all-experts mode holds one expert's full-token output at a time and an
+    output of a token not routed to that expert (even a non-finite one) never reaches the sum.
     """
-    num_experts = len(experts)
-    out = torch.zeros(hidden_states.shape, dtype=accumulate_dtype or hidden_states.dtype, device=hidden_states.device)
-    with torch.no_grad():
-        # [E + 1, k, T]: the extra class collects out-of-range indices so one_hot never fails on them.
-        index = top_k_index.clamp(0, num_experts).where(top_k_index >= 0, num_experts)
-        expert_mask = nn.functional.one_hot(index, num_classes=num_experts + 1).permute(2, 1, 0)
-        hit = expert_mask[:num_experts].sum(dim=(1, 2)) > 0
-    for expert_idx in range(num_experts):
-        expert = experts[expert_idx]
+    acc_dtype = accumulate_dtype or hidden_states.dtype
+    out = torch.zeros(hidden_states.shape, dtype=acc_dtype, device=hidden_states.device)
+    plan = _RoutingPlan(top_k_index, len(experts))
+    weights = plan.slot_weights(top_k_weights)
+    routed_inputs = None if calibrate_all_experts else hidden_states.index_select(0, plan.token[: plan.routed])
+    pieces = []
+    for expert_idx, expert in enumerate(experts):
+        start, stop = plan.bounds[expert_idx], plan.bounds[expert_idx + 1]
         if calibrate_all_experts:
             all_tokens_out = expert(hidden_states)  # observed on every token
-        if not hit[expert_idx]:
-            continue
-        top_k_pos, token_idx = torch.where(expert_mask[expert_idx])
-        if calibrate_all_experts:
-            expert_out = all_tokens_out[token_idx]
+            rows = all_tokens_out.index_select(0, plan.token[start:stop]) if stop > start else None
+            del all_tokens_out  # before the next expert runs: one full-token output alive at a time
         else:
-            expert_out = expert(hidden_states[token_idx])
-        contribution = expert_out * top_k_weights[token_idx, top_k_pos, None]
-        if weighted_fn is not None:
-            contribution = weighted_fn(contribution)
-        out.index_add_(0, token_idx, contribution.to(out.dtype))
+            rows = expert(routed_inputs[start:stop]) if stop > start else None
+        if rows is None:
+            continue
+        if weighted_fn is not None:  # per expert, right after it ran, as before (dropout draws in that order)
+            rows = weighted_fn(rows * weights[start:stop, None]).to(acc_dtype)
+        pieces.append(rows)
+    if not pieces:
+        return out
+    pieces.append(pieces[0].new_zeros((1, pieces[0].shape[-1])))  # the row every skipped slot reads
+    contributions = torch.cat(pieces)
+    if weighted_fn is None:
+        contributions = (contributions * weights[:, None]).to(acc_dtype)
+    # Each token's contributions in ascending expert order (then top-k position), one column at a time: the
+    # additions index_add_ per expert made, in the same order, so the sum is the same to the bit.
+    for column in plan.columns:
+        out += contributions.index_select(0, column)
     return out
+
+
+class _RoutingPlan:
+    """The slots ``(t, j)`` of a ``[T, k]`` top-k routing, sorted by expert, and where each lands.
+
+    Slot ``s = j * T + t`` (position-major, as ``torch.where`` over a ``[k, T]`` mask enumerates them): a
+    stable sort by expert gives each expert its slots in the order the per-expert loop visited them.
+    Out-of-range experts become ``num_experts`` and sort last, a segment no expert runs. ``bounds[e]:bounds[e+1]``
+    is expert ``e``'s segment of the sorted slots (host ints: the call's one sync), ``routed`` the number of
+    slots routed to an expert, ``token`` the token of each sorted slot, and ``columns[c][t]`` the sorted
+    position of token ``t``'s ``c``-th slot in expert order (ties: top-k position), or ``routed`` where that
+    slot goes to no expert.
+    """
+
+    def __init__(self, top_k_index: torch.Tensor, num_experts: int):
+        tokens, k = top_k_index.shape
+        with torch.no_grad():
+            # -1 and anything past the last expert -> num_experts (clamp, then -1 wraps round to it)
+            expert = top_k_index.t().reshape(-1).clamp(-1, num_experts).remainder(num_experts + 1)
+            sorted_expert, self.order = torch.sort(expert, stable=True)
+            first = torch.arange(num_experts + 1, device=expert.device, dtype=expert.dtype)
+            starts = torch.searchsorted(sorted_expert, first)
+            self.token = self.order % max(tokens, 1)
+            # Sorted positions grouped by token, ascending within a token: its slots in expert order.
+            by_token = torch.sort(self.token, stable=True).indices.view(tokens, k)
+            self.bounds = starts.tolist()  # the one host sync
+        self.routed = self.bounds[-1]
+        self.columns = by_token.clamp(max=self.routed).t()
+
+    def slot_weights(self, top_k_weights: torch.Tensor) -> torch.Tensor:
+        """The routing weight of each routed slot in sorted order, then a zero for the skipped-slot row."""
+        weights = top_k_weights.t().reshape(-1)[self.order[: self.routed]]
+        return nn.functional.pad(weights, (0, 1))
 
 
 def _linear_view(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
@@ -82,7 +128,9 @@ class ExpertMLP(nn.Module):
 
     ``apply_gate`` is the experts class's own gating function, fed the projection output in the fused layout it
     expects (concatenated ``[gate, up]`` or interleaved ``[g0, u0, g1, u1, ...]``), so custom gates (gpt-oss's
-    clamped SwiGLU) are reproduced exactly.
+    clamped SwiGLU) are reproduced exactly. None means transformers' default gate, ``act_fn(gate) * up``,
+    computed from the two projections directly: the same elementwise arithmetic without building and splitting
+    a ``[T, 2I]`` tensor on every call.
     """
 
     def __init__(
@@ -119,6 +167,8 @@ class ExpertMLP(nn.Module):
         if not self.has_gate:
             return self.act_fn(self.up_proj(x))
         gate, up = self.gate_proj(x), self.up_proj(x)
+        if self._apply_gate is None:
+            return self.act_fn(gate) * up
         if self._interleaved:
             gate_up = torch.stack((gate, up), dim=-1).flatten(-2)
         else:
@@ -230,12 +280,16 @@ def unpack_fused_experts(
     if has_gate:
         if gate_fn is None and hasattr(type(fused), "_apply_gate"):
             gate_fn = type(fused)._apply_gate
+        standard_gate = gate_fn is None or gate_fn is _transformers_default_gate()
 
         def apply_gate(gate_up: torch.Tensor, _gate_fn=gate_fn, _fused=fused) -> torch.Tensor:
             if _gate_fn is not None:
                 return _gate_fn(_fused, gate_up)
             gate, up = gate_up.chunk(2, dim=-1)
             return _fused.act_fn(gate) * up
+
+        if standard_gate and concatenated:
+            apply_gate = None  # ExpertMLP's own act_fn(gate) * up
 
     experts = []
     for e in range(down.shape[0]):
@@ -259,3 +313,13 @@ def unpack_fused_experts(
             )
         )
     return experts
+
+
+def _transformers_default_gate() -> Callable | None:
+    """``@use_experts_implementation``'s default ``_apply_gate`` (``act_fn(gate) * up`` on the halves of the
+    concatenated projection); None where this transformers has none."""
+    try:
+        from transformers.integrations.moe import _default_apply_gate
+    except ImportError:
+        return None
+    return _default_apply_gate
