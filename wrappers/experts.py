@@ -128,9 +128,13 @@ class ExpertMLP(nn.Module):
 
     ``apply_gate`` is the experts class's own gating function, fed the projection output in the fused layout it
     expects (concatenated ``[gate, up]`` or interleaved ``[g0, u0, g1, u1, ...]``), so custom gates (gpt-oss's
-    clamped SwiGLU) are reproduced exactly. None means transformers' default gate, ``act_fn(gate) * up``,
-    computed from the two projections directly: the same elementwise arithmetic without building and splitting
-    a ``[T, 2I]`` tensor on every call.
+    clamped SwiGLU) are reproduced exactly. None means transformers' default gate, ``act_fn(gate) * up``: on
+    CUDA it is computed from the two projections directly, without building and splitting a ``[T, 2I]`` tensor
+    on every call (CUDA's elementwise kernels give every element the same bits whatever the layout). On other
+    devices the halves of the concatenation are used, as before: the CPU kernels compute an activation's
+    transcendental with a vectorised routine or a scalar one depending on where a contiguous run ends, so a
+    strided half and a contiguous tensor can differ in the last bit when the width is not a multiple of the
+    vector block (the suite's tiny experts).
     """
 
     def __init__(
@@ -167,12 +171,15 @@ class ExpertMLP(nn.Module):
         if not self.has_gate:
             return self.act_fn(self.up_proj(x))
         gate, up = self.gate_proj(x), self.up_proj(x)
-        if self._apply_gate is None:
+        if self._apply_gate is None and gate.is_cuda:
             return self.act_fn(gate) * up
         if self._interleaved:
             gate_up = torch.stack((gate, up), dim=-1).flatten(-2)
         else:
             gate_up = torch.cat((gate, up), dim=-1)
+        if self._apply_gate is None:
+            gate, up = gate_up.chunk(2, dim=-1)
+            return self.act_fn(gate) * up
         return self._apply_gate(gate_up)
 
 
