@@ -83,8 +83,7 @@ def build_gpu_block(layer: Layer, dtype: torch.dtype, seed: int = 0) -> tuple[nn
         for name, tensor in [*block.named_parameters(), *block.named_buffers()]:
             if tensor.is_floating_point():
                 # Weights ~ 1/sqrt(fan-in) so activations stay O(1); routing biases random so routing varies.
-                scale = tensor.shape[-1] ** -0.5 if tensor.dim() >= 2 else 0.1
-                tensor.copy_(torch.randn(tensor.shape, generator=generator, device="cuda") * scale)
+                tensor.normal_(0.0, tensor.shape[-1] ** -0.5 if tensor.dim() >= 2 else 0.1, generator=generator)
     return block.eval(), config
 
 
