@@ -110,6 +110,24 @@ def test_matches_the_per_expert_loop_bitwise(device, calibrate_all, tokens, k, n
             assert torch.equal(x, y), f"expert {e} received other rows, or in another order"
 
 
+@pytest.mark.parametrize("grouped_output_bytes,group_bytes", [(0, 0), (1 << 30, 3 * 40 * 20 * 4)], ids=["one_by_one", "groups_of_3"])
+def test_gathers_one_by_one_or_in_groups_alike(monkeypatch, grouped_output_bytes, group_bytes):
+    """All-experts mode gathers small outputs in groups of consecutive experts, large ones one by one: the same
+    rows either way."""
+    import wrappers.experts
+
+    monkeypatch.setattr(wrappers.experts, "_GROUPED_OUTPUT_BYTES", grouped_output_bytes)
+    monkeypatch.setattr(wrappers.experts, "_GATHER_GROUP_BYTES", group_bytes)
+    generator = torch.Generator().manual_seed(2)
+    hidden = torch.randn(40, 20, generator=generator)
+    index = _routing(40, 3, 11, generator)
+    index[index == 4] = 5  # an expert with no routed token inside a group
+    weights = torch.rand(40, 3, generator=generator)
+    experts = _experts(11, 20, torch.float32)
+    got = dispatch_to_experts(experts, hidden, index, weights, True)
+    assert torch.equal(got, loop_dispatch(experts, hidden, index, weights, True))
+
+
 def test_weighted_fn_runs_per_expert_in_expert_order():
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(11, 20, generator=generator)

@@ -42,26 +42,22 @@ def dispatch_to_experts(
 
     The routing is sorted by expert once per call, with one host sync for the segment bounds, rather than one
     ``torch.where`` per expert. Each expert is called once (on every token, or on its routed rows), and only
-    its routed rows are kept, so all-experts mode holds one expert's full-token output at a time and an
-    output of a token not routed to that expert (even a non-finite one) never reaches the sum.
+    its routed rows are kept, so an output of a token not routed to that expert (even a non-finite one) never
+    reaches the sum. All-experts mode holds at most ``_GATHER_GROUP_BYTES`` of full-token outputs at a time
+    (one output, where that is larger), whatever the number of experts.
     """
     acc_dtype = accumulate_dtype or hidden_states.dtype
     out = torch.zeros(hidden_states.shape, dtype=acc_dtype, device=hidden_states.device)
     plan = _RoutingPlan(top_k_index, len(experts))
     weights = plan.slot_weights(top_k_weights)
-    routed_inputs = None if calibrate_all_experts else hidden_states.index_select(0, plan.token[: plan.routed])
+    if calibrate_all_experts:
+        # weighted_fn runs right after each expert, as before (its dropout draws in that order): no groups then
+        segments = _all_tokens_segments(experts, hidden_states, plan, grouped=weighted_fn is None)
+    else:
+        segments = _routed_segments(experts, hidden_states, plan)
     pieces = []
-    for expert_idx, expert in enumerate(experts):
-        start, stop = plan.bounds[expert_idx], plan.bounds[expert_idx + 1]
-        if calibrate_all_experts:
-            all_tokens_out = expert(hidden_states)  # observed on every token
-            rows = all_tokens_out.index_select(0, plan.token[start:stop]) if stop > start else None
-            del all_tokens_out  # before the next expert runs: one full-token output alive at a time
-        else:
-            rows = expert(routed_inputs[start:stop]) if stop > start else None
-        if rows is None:
-            continue
-        if weighted_fn is not None:  # per expert, right after it ran, as before (dropout draws in that order)
+    for start, stop, rows in segments:
+        if weighted_fn is not None:
             rows = weighted_fn(rows * weights[start:stop, None]).to(acc_dtype)
         pieces.append(rows)
     if not pieces:
@@ -75,6 +71,55 @@ def dispatch_to_experts(
     for column in plan.columns:
         out += contributions.index_select(0, column)
     return out
+
+
+# All-experts mode gathers each expert's routed rows from its full-token output. Where that output is small
+# (few tokens), one gather launch per expert costs the host more than the GPU spends on it, so the outputs of
+# consecutive experts are held until they reach _GATHER_GROUP_BYTES and gathered by one kernel from their
+# concatenation; an output over _GROUPED_OUTPUT_BYTES is gathered on its own (copying it would cost more).
+_GROUPED_OUTPUT_BYTES = 8 << 20
+_GATHER_GROUP_BYTES = 64 << 20
+
+
+def _all_tokens_segments(experts, hidden_states: torch.Tensor, plan: _RoutingPlan, grouped: bool):
+    """Run every expert on every token; yield ``(start, stop, rows)``: the outputs of the sorted slots
+    ``start:stop`` (one expert's, or a group of consecutive experts'), in slot order."""
+    group: list[torch.Tensor] = []
+    group_bytes = group_start = group_rank = routed_experts = 0
+    for expert_idx, expert in enumerate(experts):
+        start, stop = plan.bounds[expert_idx], plan.bounds[expert_idx + 1]
+        all_tokens_out = expert(hidden_states)  # observed on every token
+        if stop == start:
+            del all_tokens_out  # before the next expert runs
+            continue
+        routed_experts += 1
+        if not (grouped and all_tokens_out.nbytes <= _GROUPED_OUTPUT_BYTES):
+            if group:
+                yield group_start, start, plan.gather_group(group, group_start, start, group_rank)
+                group, group_bytes = [], 0
+            rows = all_tokens_out.index_select(0, plan.token[start:stop])
+            del all_tokens_out
+            yield start, stop, rows
+            continue
+        if not group:
+            group_start, group_rank = start, routed_experts - 1
+        group.append(all_tokens_out)
+        group_bytes += all_tokens_out.nbytes
+        del all_tokens_out
+        if group_bytes >= _GATHER_GROUP_BYTES:
+            yield group_start, stop, plan.gather_group(group, group_start, stop, group_rank)
+            group, group_bytes = [], 0
+    if group:
+        yield group_start, plan.routed, plan.gather_group(group, group_start, plan.routed, group_rank)
+
+
+def _routed_segments(experts, hidden_states: torch.Tensor, plan: _RoutingPlan):
+    """Run each expert on its routed rows (gathered once for all experts); yield ``(start, stop, rows)``."""
+    routed_inputs = hidden_states.index_select(0, plan.token[: plan.routed])
+    for expert_idx, expert in enumerate(experts):
+        start, stop = plan.bounds[expert_idx], plan.bounds[expert_idx + 1]
+        if stop > start:
+            yield start, stop, expert(routed_inputs[start:stop])
 
 
 class _RoutingPlan:
@@ -98,11 +143,26 @@ class _RoutingPlan:
             first = torch.arange(num_experts + 1, device=expert.device, dtype=expert.dtype)
             starts = torch.searchsorted(sorted_expert, first)
             self.token = self.order % max(tokens, 1)
+            self._sorted_expert, self._tokens = sorted_expert, tokens
             # Sorted positions grouped by token, ascending within a token: its slots in expert order.
             by_token = torch.sort(self.token, stable=True).indices.view(tokens, k)
             self.bounds = starts.tolist()  # the one host sync
         self.routed = self.bounds[-1]
         self.columns = by_token.clamp(max=self.routed).t()
+
+    def gather_group(self, outputs: list[torch.Tensor], start: int, stop: int, first_rank: int) -> torch.Tensor:
+        """The rows of sorted slots ``start:stop`` from the full-token ``outputs`` of the consecutive experts
+        owning them, the first being the ``first_rank``-th expert with routed slots."""
+        if len(outputs) == 1:
+            return outputs[0].index_select(0, self.token[start:stop])
+        if not hasattr(self, "_stacked_row"):
+            # Row of each routed slot in the concatenated outputs of every expert with routed slots:
+            # (rank of its expert among those) * T + its token.
+            experts = self._sorted_expert[: self.routed]
+            new_expert = torch.ones_like(experts, dtype=torch.bool)
+            new_expert[1:] = experts[1:] != experts[:-1]
+            self._stacked_row = (new_expert.cumsum(0) - 1) * self._tokens + self.token[: self.routed]
+        return torch.cat(outputs).index_select(0, self._stacked_row[start:stop] - first_rank * self._tokens)
 
     def slot_weights(self, top_k_weights: torch.Tensor) -> torch.Tensor:
         """The routing weight of each routed slot in sorted order, then a zero for the skipped-slot row."""
