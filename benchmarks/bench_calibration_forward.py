@@ -242,8 +242,15 @@ def main() -> None:
     parser.add_argument("--profile", nargs="*", default=None, help="torch.profiler on the rows whose layer matches")
     parser.add_argument("--json", default=None, help="also write the rows here")
     parser.add_argument("--repeats", type=int, default=REPEATS, help=f"timed calls per figure (default {REPEATS})")
+    parser.add_argument("--grouped-output-mib", type=float, default=None,
+                        help="try another size limit for full-token outputs gathered in groups (wrappers.experts)")
     args = parser.parse_args()
     REPEATS = args.repeats
+    if args.grouped_output_mib is not None:
+        import wrappers.experts
+
+        wrappers.experts._GROUPED_OUTPUT_BYTES = int(args.grouped_output_mib * 2**20)
+        print(f"full-token outputs up to {args.grouped_output_mib} MiB gathered in groups")
     cuda = not args.cpu
     if cuda and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: use --cpu")
