@@ -2,6 +2,7 @@
 
     python benchmarks/flake_runs.py --runs 20 -n 2
     python benchmarks/flake_runs.py --runs 5 --first-seed 5     # seeds 5..9, to spread the runs over machines
+    python benchmarks/flake_runs.py --runs 5 -n 8 --device cuda  # on the GPU(s)
 
 Run i sets ``MOE_CONFORMANCE_SEED=i``: every block, input and model is drawn anew (reproducibly), and the
 hypothesis profile stays ``ci``. A flake is a test that fails in some run: against a correct implementation
@@ -29,19 +30,24 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + runs - 1")
     parser.add_argument("-n", "--workers", default="2")
     parser.add_argument("--impl", default="reference")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help="keep each run's results JSON there (run<seed>.json; reports/generate.py renders them)")
     args = parser.parse_args()
     import transformers
 
     outcomes: dict[str, Counter] = defaultdict(Counter)
-    print(f"transformers {transformers.__version__}, {os.cpu_count()} CPUs, {args.runs} runs, -n {args.workers}")
+    print(f"transformers {transformers.__version__}, {os.cpu_count()} CPUs, {args.runs} runs, -n {args.workers}, --device {args.device}")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.results_dir:
+            args.results_dir.mkdir(parents=True, exist_ok=True)
         for seed in range(args.first_seed, args.first_seed + args.runs):
-            report = Path(tmp) / f"run{seed}.json"
+            report = (args.results_dir or Path(tmp)) / f"run{seed}.json"
             env = {**os.environ, "MOE_CONFORMANCE_SEED": str(seed), "HYPOTHESIS_PROFILE": "ci"}
             start = time.perf_counter()
             run = subprocess.run(
                 [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider", "-n", args.workers,
-                 "--impl", args.impl, f"--moe-report={report}"],
+                 "--impl", args.impl, "--device", args.device, f"--moe-report={report}"],
                 cwd=REPO, env=env, capture_output=True, text=True,
             )
             elapsed = time.perf_counter() - start

@@ -17,6 +17,8 @@ def _runs(spec: CheckSpec) -> str:
     dtypes; 'once' for a check that takes none of them."""
     parts = ["each variant"] if spec.per_variant else []
     parts += [", ".join(m for m in spec.modes if m)] + [", ".join(str(d).removeprefix("torch.") for d in spec.dtypes if d is not None)]
+    extra = [str(d).removeprefix("torch.") for d in spec.dtypes_on("cuda") if d not in spec.dtypes]
+    parts[-1] += f" (+ {', '.join(extra)} on cuda)" if extra else ""
     return " · ".join(p for p in parts if p) or "once"
 
 

@@ -54,8 +54,8 @@ class ArchCase:
     model_config: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"default": {}})
     knobs: dict[str, list[Any]] = field(default_factory=dict)
-    # check name (or "*") -> reason, or a table {reason, transformers = "<version specifier>", dtype = "..."}
-    # that limits the entry to some transformers versions / dtypes
+    # check name (or "*") -> reason, or a table {reason, transformers = "<version specifier>", dtype = "..." or
+    # [...], device = "cuda" or [...]} that limits the entry to some transformers versions / dtypes / devices
     skip: dict[str, Any] = field(default_factory=dict)
     xfail: dict[str, Any] = field(default_factory=dict)
     # Extra arguments of the block's forward: constant keyword values, keywords passed as None (TOML has no
@@ -279,8 +279,9 @@ class ArchCase:
 
         return tuple(map(uncached, captured["args"])), {k: uncached(v) for k, v in captured["kwargs"].items()}
 
-    def expected_gap(self, kind: str, check: str, dtype: torch.dtype | None) -> str | None:
-        """The reason this check is a known ``skip`` or ``xfail`` (``kind``) here, or None."""
+    def expected_gap(self, kind: str, check: str, dtype: torch.dtype | None, device: str = "cpu") -> str | None:
+        """The reason this check is a known ``skip`` or ``xfail`` (``kind``) here (on a ``device`` type), or
+        None."""
         import transformers
         from packaging.specifiers import SpecifierSet
 
@@ -291,12 +292,19 @@ class ArchCase:
             return entry
         if "transformers" in entry and transformers.__version__ not in SpecifierSet(entry["transformers"]):
             return None
-        if "dtype" in entry and (dtype is None or str(dtype).removeprefix("torch.") != entry["dtype"]):
+        if "dtype" in entry and (dtype is None or str(dtype).removeprefix("torch.") not in _one_or_more(entry["dtype"])):
+            return None
+        if "device" in entry and device not in _one_or_more(entry["device"]):
             return None
         return entry["reason"]
 
     def variant_overrides(self, variant: str) -> dict[str, Any]:
         return dict(self.variants[variant])
+
+
+def _one_or_more(value: str | list[str]) -> list[str]:
+    """A scoping key's value: one name (``dtype = "float16"``) or several (``dtype = ["bfloat16", "float16"]``)."""
+    return [value] if isinstance(value, str) else list(value)
 
 
 def randomise_(module: nn.Module, seed: int, buffers_in=None) -> nn.Module:

@@ -19,7 +19,7 @@ from .cases import SHAPES, ArchCase, Shape
 from .impl import ContractLevels, Implementation
 from .instruments import Routing, find_experts, observe_original, record_linear_inputs, row_indices, scaled_row_indices
 from .setting import BlockRun, Setting, build_block
-from .verdicts import NotApplicable, calibrating_block, compare_outputs, fail, run_implementation, run_original
+from .verdicts import HarnessError, NotApplicable, calibrating_block, compare_outputs, fail, run_implementation, run_original
 
 __all__ = [
     "DISPATCH_SHAPES",
@@ -140,17 +140,47 @@ DISPATCH_SHAPES: tuple[Shape, ...] = (SHAPES[0], SHAPES[1])
 
 def check_experts_implementation(case: ArchCase, impl: Implementation, setting: Setting, shapes: Sequence[Shape] = DISPATCH_SHAPES) -> Any:
     """Under each experts implementation (the original's dispatch set on its experts' config), the wrapper's
-    output and its expert Linears' tokens, as in the other routing checks."""
+    output and its expert Linears' tokens, as in the other routing checks. On CUDA ``batched_mm`` and
+    ``grouped_mm`` are the real kernels; one that cannot run the original in the setting's dtype there makes
+    the check n/a, naming it, once the others have passed."""
     probe = build_block(case, setting, None, purpose="dispatch probe").block
     if not _dispatched_experts(getattr(probe, "experts", None)):
         raise NotApplicable(f"{setting.id}: {case.block}'s experts have no experts_implementation dispatch here")
     from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
 
     names = ["eager", *(n for n in ("batched_mm", "grouped_mm") if n in ALL_EXPERTS_FUNCTIONS)]
+    unsupported: dict[str, str] = {}
     for name in names:
         for shape in shapes:
             run = build_block(case, setting, shape, purpose=f"experts_implementation={name}")
             run.block.experts.config._experts_implementation = name
             label = setting.label(shape, f"experts_implementation={name}")
-            want, got = wrap_and_observe(case, impl, run, setting.calibrate_all_experts, label, f" under {name}")
+            try:
+                want, got = wrap_and_observe(case, impl, run, setting.calibrate_all_experts, label, f" under {name}")
+            except HarnessError:
+                refusal = None if name == "eager" else _kernel_refusal(case, setting, shape, name)
+                if refusal is None:
+                    raise
+                unsupported[name] = refusal
+                break
             compare_outputs(got, want, label)
+    if unsupported:
+        checked = [n for n in names if n not in unsupported]
+        raise NotApplicable(
+            f"{setting.id}: " + "; ".join(f"{n} cannot run {case.block}'s experts here ({why})" for n, why in unsupported.items())
+            + f"; {', '.join(checked)} checked and matched"
+        )
+
+
+def _kernel_refusal(case: ArchCase, setting: Setting, shape: Shape, name: str) -> str | None:
+    """Why the *original* block, freshly built, raises under the experts implementation ``name`` (its kernel
+    has no support for the setting's dtype on its device), or None where it runs: then the harness error was
+    something else and stands. Asked only after a failure, so a passing run pays nothing for it."""
+    run = build_block(case, setting, shape, purpose=f"experts_implementation={name} refusal")
+    run.block.experts.config._experts_implementation = name
+    try:
+        run_original(run.block, run.args, run.kwargs, run.label, f"the original {case.block} under {name}")
+    except HarnessError as error:
+        cause = error.__cause__
+        return f"{type(cause).__name__}: {str(cause).splitlines()[0][:200]}" if cause is not None else str(error)
+    return None

@@ -27,8 +27,8 @@ __all__ = ["FixtureError", "SECTIONS", "fixture_keys", "load_fixture_cases", "re
 
 # The top-level tables a fixture file may hold (fixtures/README.md).
 SECTIONS = ("architectures", "presets", "variant_sets", "knob_sets", "not_calibration_targets")
-# The keys of a scoped skip / xfail table; `reason` is required.
-GAP_KEYS = ("reason", "transformers", "dtype")
+# The keys of a scoped skip / xfail table; `reason` is required (`dtype` and `device` take one name or a list).
+GAP_KEYS = ("reason", "transformers", "dtype", "device")
 
 
 class FixtureError(ValueError):
@@ -115,7 +115,7 @@ def _named_set(data: dict, section: str, value: Any, entry: _Entry, key: str) ->
 
 def _check_gaps(entry: _Entry, key: str, gaps: Any) -> None:
     if not isinstance(gaps, dict):
-        raise entry.error(key, "expected a table {check name or \"*\" = reason or {reason, transformers, dtype}}")
+        raise entry.error(key, "expected a table {check name or \"*\" = reason or {reason, transformers, dtype, device}}")
     for check, gap in gaps.items():
         if isinstance(gap, str):
             continue

@@ -116,7 +116,7 @@ def evaluate(case: ArchCase, spec: CheckSpec, setting: Setting, impl: Implementa
     absent = case.absent_reason()
     if absent:
         return Outcome(setting, SKIPPED, absent)
-    skip = case.expected_gap("skip", spec.name, setting.dtype)
+    skip = case.expected_gap("skip", spec.name, setting.dtype, setting.device)
     if skip:
         return Outcome(setting, SKIPPED, f"{case.model_type}: {skip}")
     uncovered = uncovered_reason(case, impl)
@@ -130,7 +130,7 @@ def _judge(case: ArchCase, spec: CheckSpec, setting: Setting, impl: Implementati
     unoffered = spec.not_offered(impl.levels)
     if unoffered:
         return Outcome(setting, NOT_OFFERED, f"{setting.id}: not offered: {impl.name} declares {unoffered}")
-    expected = case.expected_gap("xfail", spec.name, setting.dtype)
+    expected = case.expected_gap("xfail", spec.name, setting.dtype, setting.device)
     # A class the implementation patches is put back after the check, whatever it came to: a patch must not
     # leak into the next check (no_side_effects is the check that fails it).
     classes = ClassState.of(guarded_classes(case))

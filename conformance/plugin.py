@@ -7,6 +7,8 @@ code 4) before any test runs.
 ``--moe-report PATH`` also writes every result, with the environment, as JSON (``conformance/results.py``; the
 format is ``results.schema.json``, documented in ``docs/results-schema.md``); ``reports/generate.py`` turns it
 into the compatibility reports and the HTML matrix.
+``--device {cpu,cuda,auto}`` (or ``MOE_CONFORMANCE_DEVICE``) picks where the blocks run (``conformance.device``); a
+device that cannot be used is the same kind of usage error.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pytest
 
+from . import device as devices
 from .checks_properties import register_hypothesis_profiles
 from .impl import ENV_VAR, Implementation, ImplementationError, load_implementation
 from .reporting import FULL_TRACEBACK_STYLES, short_report
@@ -51,6 +54,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "classes); the run still lists every uncovered one",
     )
     group.addoption(
+        "--device",
+        default=None,
+        choices=devices.CHOICES,
+        help=f"where blocks and models run: cpu (default), cuda (fails where there is none; several GPUs: one per "
+        f"xdist worker) or auto (cuda where available) (also ${devices.ENV_VAR})",
+    )
+    group.addoption(
         "--require-reviewed",
         action="store_true",
         default=False,
@@ -64,6 +74,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     _single_threaded_unless_set()
     register_hypothesis_profiles()
+    try:
+        device = devices.resolve(config.getoption("--device"))
+    except devices.DeviceError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    # Before collection: the device is part of every test id. Exported, so that the pytest runs a test starts
+    # (tests/test_mutants.py's end-to-end ones) run on it too.
+    devices.set_run_device(device)
+    devices.prepare(device)
+    os.environ[devices.ENV_VAR] = device
     _check_fixture_files()
     spec = config.getoption("--impl") or os.environ.get(ENV_VAR) or "reference"
     try:
@@ -122,8 +141,8 @@ def covered_only(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--covered-only"))
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
-    return f"moe-conformance: impl={config.stash[_IMPL].describe()}, {_versions()}, {_threads()}"
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [f"moe-conformance: impl={config.stash[_IMPL].describe()}, {_versions()}, {_threads()}", f"moe-conformance: device {_device()}"]
 
 
 def _versions() -> str:
@@ -131,6 +150,10 @@ def _versions() -> str:
     import transformers
 
     return f"transformers {transformers.__version__}, torch {torch.__version__}"
+
+
+def _device() -> str:
+    return devices.describe(devices.run_device())
 
 
 class _Recorder:
@@ -162,6 +185,8 @@ class _Recorder:
             self.smoke.append(properties["moe_smoke"])
         if record is not None:
             self.results.append({**record, "nodeid": report.nodeid, "duration_s": round(report.duration, 4)})
+            if "placed_on" in properties:  # which GPU of several ran it (xdist workers spread over them)
+                self.results[-1]["placed_on"] = properties["placed_on"]
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -200,8 +225,12 @@ class _Recorder:
         headers, rows = summarise(self.results)
         impl = config.stash[_IMPL].describe()
         tr = terminalreporter
-        tr.section(f"moe-conformance: {impl}; {_versions()}")
+        device = devices.run_device()
+        tr.section(f"moe-conformance: {impl}; {_versions()}" + (f"; {_device()}" if device != "cpu" else ""))
         tr.write_line(tabulate(rows, headers=headers, tablefmt="simple"))
+        placed = Counter(r["placed_on"] for r in self.results if "placed_on" in r)
+        if len(placed) > 1:
+            tr.write_line("tests per GPU: " + ", ".join(f"{gpu} {n}" for gpu, n in sorted(placed.items())))
         skips = {r["message"] for r in self.results if r["outcome"] == "skipped" and r["message"] and not r.get("uncovered")}
         for reason in sorted(skips):  # absences, the fixtures' known skips
             tr.write_line(f"skip: {reason}")
@@ -222,7 +251,7 @@ class _Recorder:
         return results.build(
             impl=config.stash[_IMPL],
             spec=config.getoption("--impl") or os.environ.get(ENV_VAR) or "reference",
-            device=config.getoption("--device", None),  # the option exists where the suite runs off the CPU
+            device=devices.run_device(),  # as resolved: --device auto names the device it chose
             started=self.started,
             finished=time.time(),
             exit_code=exit_code,

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .cases import ArchCase
+from .device import dtypes_for, run_device
 from .checks_lifecycle import check_no_side_effects, check_partial_conversion, check_restore_semantics
 from .checks_model import check_whole_model
 from .checks_properties import check_routing_properties
@@ -35,7 +36,8 @@ class CheckSpec:
     doc: str  # the contract: what must hold, in one line
     function: Callable[[ArchCase, Implementation, Setting], Any]
     modes: tuple[str | None, ...]  # None: the check runs in no single mode
-    dtypes: tuple[torch.dtype | None, ...]  # None: the check does not depend on the dtype
+    # None: the check does not depend on the dtype; DTYPES (the CPU's): every dtype of the device it runs on
+    dtypes: tuple[torch.dtype | None, ...]
     per_variant: bool  # run for every routing variant, or for "default" only
     # The contract levels (``impl.ContractLevels``) the check judges, per level key: an implementation that
     # declares another level is "not offered" the check. Empty for checks that guard what calibration always
@@ -49,11 +51,18 @@ class CheckSpec:
                 return f"{key} {getattr(levels, key)!r}; {self.name} judges {key} {' or '.join(map(repr, wanted))}"
         return None
 
-    def settings(self, case: ArchCase, variants: Sequence[str] | None = None, device: str = "cpu", seed: int = RUN_SEED) -> Iterator[Setting]:
-        """Every setting this check runs in for ``case``."""
+    def dtypes_on(self, device: str) -> tuple[torch.dtype | None, ...]:
+        """The dtypes this check runs in on ``device``: a check declared with ``DTYPES`` runs in every dtype of
+        the device (``device.DTYPES``: float16 too on CUDA); others as declared."""
+        return dtypes_for(device) if self.dtypes == DTYPES else self.dtypes
+
+    def settings(self, case: ArchCase, variants: Sequence[str] | None = None, device: str | None = None, seed: int = RUN_SEED) -> Iterator[Setting]:
+        """Every setting this check runs in for ``case``, on ``device`` (default: the run's, ``--device``)."""
+        device = device or run_device()
+        dtypes = self.dtypes_on(device)
         for variant in (variants or list(case.variants)) if self.per_variant else [None]:
             for mode in self.modes:
-                for dtype in self.dtypes:
+                for dtype in dtypes:
                     yield Setting(case.model_type, self.name, variant, mode, dtype, device, seed)
 
 
@@ -61,7 +70,7 @@ BOTH_MODES = ("all_experts", "routed")
 # Contract levels (impl.LEVELS) some checks need; see CheckSpec.needs.
 ALL_TOKENS = (("coverage", ("all_tokens_once", "all_tokens")),)
 RESTORES = (("restore", ("restores",)),)
-DTYPES = (torch.float32, torch.bfloat16)
+DTYPES = dtypes_for("cpu")  # float32 and bfloat16; on CUDA float16 too (CheckSpec.dtypes_on)
 F32 = (torch.float32,)
 
 CHECKS: dict[str, CheckSpec] = {
@@ -143,14 +152,16 @@ def run_checks(
     variants: Sequence[str] | None = None,
     stop_at_first_failure: bool = False,
     covered_only: bool = False,
+    device: str | None = None,
 ) -> list[CheckResult]:
-    """Every setting ``CHECKS`` declares for ``case`` (of ``checks``, default all), one result each, through
-    the same ``evaluate`` as the pytest layer (up to the first failure or error with ``stop_at_first_failure``;
-    ``covered_only`` as ``--covered-only``: a block the implementation does not cover is skipped, not failed)."""
+    """Every setting ``CHECKS`` declares for ``case`` (of ``checks``, default all) on ``device`` (default: the
+    run's), one result each, through the same ``evaluate`` as the pytest layer (up to the first failure or error
+    with ``stop_at_first_failure``; ``covered_only`` as ``--covered-only``: a block the implementation does not
+    cover is skipped, not failed)."""
     results = []
     for name in checks or CHECKS:
         spec = CHECKS[name]
-        for setting in spec.settings(case, variants):
+        for setting in spec.settings(case, variants, device):
             result = CheckResult.of(evaluate(case, spec, setting, impl, covered_only))
             results.append(result)
             if stop_at_first_failure and not result.passed:

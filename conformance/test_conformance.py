@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from conformance import device
 from conformance.cases import load_cases
 from conformance.outcomes import ERROR, FAILED, NOT_APPLICABLE, NOT_OFFERED, SKIPPED, XFAIL, evaluate
 from conformance.suite import CHECKS
@@ -32,6 +33,8 @@ def test_conformance(case, setting, impl, covered_only, record_property):
     # Structured, for the summary table and --moe-report: the plugin reads the kind, never the text.
     # "fixture": "hand" (a reviewed fixtures/*.toml entry) or "derived" (derived_fixtures.py).
     record_property("moe_conformance", {**outcome.record(), "fixture": case.source})
+    if setting.device != "cpu":
+        record_property("placed_on", device.placement(setting.device))
     if hasattr(outcome.value, "summary"):  # the calibration smoke: what natural routing left unseen
         record_property("moe_smoke", outcome.value.summary())
     if outcome.kind in (SKIPPED, NOT_APPLICABLE, NOT_OFFERED):

@@ -139,6 +139,13 @@ class Run:
         return archs
 
 
+def device_record(device: str) -> dict:
+    """The envelope's device record of a file from before the envelope, which named the device in one string
+    ('cuda: <model>, CUDA <version>, ...', the plugin's header line): its kind and model."""
+    kind, _, detail = device.partition(":")
+    return {"name": kind.strip(), "kind": kind.strip(), "model": detail.split(",")[0].strip() or None}
+
+
 def load(paths: list[Path]) -> tuple[list[Run], list[tuple[Path, dict]]]:
     """Results files and kill tables, told apart by their content."""
     runs: dict[tuple, Run] = {}
@@ -146,6 +153,8 @@ def load(paths: list[Path]) -> tuple[list[Run], list[tuple[Path, dict]]]:
     for path in paths:
         data = json.loads(path.read_text())
         if "results" in data and "environment" in data:
+            if isinstance(data["environment"].get("device"), str):
+                data["environment"]["device"] = device_record(data["environment"]["device"])
             run = Run([path], data)
             runs[run.key] = merge(runs[run.key], run) if run.key in runs else run
         elif "rows" in data and "killed" in data:
