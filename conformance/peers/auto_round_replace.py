@@ -16,13 +16,20 @@ CONTRACT_LEVELS = {"coverage": "rotating", "output": "discard_pass", "restore": 
 PROJECT = "auto-round"
 ENV = "AR_FORCE_MOE_ROUTING_ALL_EXPERTS"
 
+FORM = "update_module + materialize_model_, AR_FORCE_MOE_ROUTING_ALL_EXPERTS"
+
+
+def require() -> None:
+    from auto_round.modeling.fused_moe.replace_modules import materialize_model_  # noqa: F401
+    from auto_round.special_model_handler import update_module  # noqa: F401
+
 
 def project_version() -> str:
     return version("auto-round")
 
 
 def prepare_model(model):
-    from auto_round.modeling import materialize_model_
+    from auto_round.modeling.fused_moe.replace_modules import materialize_model_
     from auto_round.special_model_handler import update_module
 
     model = update_module(model, formats=None, cleanup_original=False)

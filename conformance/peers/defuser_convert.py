@@ -12,6 +12,12 @@ from importlib.metadata import version
 CONTRACT_LEVELS = {"coverage": "routed_only", "output": "exact", "restore": "permanent"}
 PROJECT = "Defuser"
 
+FORM = "convert_model, no all-experts mode"
+
+
+def require() -> None:
+    from defuser import convert_model  # noqa: F401
+
 
 def project_version() -> str:
     return version("defuser")

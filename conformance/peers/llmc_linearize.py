@@ -14,6 +14,12 @@ from importlib.metadata import version
 CONTRACT_LEVELS = {"coverage": "all_tokens_once", "output": "exact", "restore": "permanent"}
 PROJECT = "llm-compressor"
 
+FORM = "linearize_moe + moe_calibration_context flag, 0.12 and later"
+
+
+def require() -> None:
+    from llmcompressor.modeling.moe import context, linearize  # noqa: F401
+
 
 def project_version() -> str:
     return version("llmcompressor")
