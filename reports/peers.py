@@ -1,0 +1,150 @@
+"""Scoreboards of the field's calibration projects (the peers) on the conformance suite.
+
+    python reports/peers.py run llmcompressor              # the installed peer on the installed transformers
+    python reports/peers.py run defuser -k "qwen3_moe-"    # a selection
+    python reports/peers.py summary                        # reports/peers/README.md across every scoreboard
+
+``run`` runs the suite on one built-in peer spec (``llmcompressor``, ``defuser``, ``auto_round``) with both load
+paths (``--load both``: bfloat16 models cast with ``.to()`` and as ``from_pretrained(dtype=...)`` leaves them,
+separate settings) through ``reports/generate.py``, and writes ``reports/peers/<project>-<version>-transformers-
+<version>.md`` (generate.py's report, plus which load path each bfloat16 failure is on) and ``.json`` (the results
+format ``--moe-report`` writes, with the run's ``peer`` and ``exit_code``). It exits 0 once the scoreboard is
+written, whatever the peer scored: a scoreboard records a peer's failures, it does not gate on them.
+``summary`` renders every ``reports/peers/*.json`` as one table, architectures x (peer, transformers), with the
+findings in ``reports/findings/``. The tox environments ``peer-*`` install each peer with the transformers it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+REPORTS = Path(__file__).resolve().parent
+OUT = REPORTS / "peers"
+FINDINGS = REPORTS / "findings"
+sys.path.insert(0, str(REPORTS.parent))
+sys.path.insert(0, str(REPORTS))
+
+# The checks a cell of the summary names by their short heading; "covered" failing is shown as "uncovered".
+GREEN = {"passed", "skipped", "n/a", "not offered", "xfail"}
+
+
+def run(spec: str, workers: str, keyword: str | None) -> int:
+    import generate
+
+    from conformance.impl import load_implementation
+
+    impl = load_implementation(spec)  # fails here, in one line, when the peer is not installed
+    os.environ["MOE_CONFORMANCE_LOAD"] = "both"
+    data = generate.run_suite(spec, workers, keyword)
+    data["peer"] = {"spec": spec, "implementation": impl.describe()}
+    stem = f"{_project_stem(impl.name)}-transformers-{data['environment']['transformers']}"
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"{stem}.json").write_text(json.dumps(data, separators=(",", ":")) + "\n")
+    (OUT / f"{stem}.md").write_text(generate.render(data) + load_section(data["results"]))
+    failed = sum(r["outcome"] == "failed" for r in data["results"])
+    print(f"wrote reports/peers/{stem}.md and .json: {failed} failed (suite exit code {data['exit_code']})")
+    return 0
+
+
+def _project_stem(name: str) -> str:
+    """``defuser = Defuser 0.0.28 (...)`` -> ``defuser-0.0.28``."""
+    spec, _, described = name.partition(" = ")
+    words = described.split()
+    version = words[1] if len(words) > 1 else "unknown"
+    return f"{spec.replace('.', '_').replace(':', '-')}-{version}"
+
+
+def load_section(results: list[dict]) -> str:
+    """Per architecture x check, where bfloat16 failures differ by load path: how many failed on each."""
+    by = defaultdict(lambda: defaultdict(int))
+    for r in results:
+        if r.get("load") and r["outcome"] == "failed":
+            by[(r["arch"], r["check"])][r["load"]] += 1
+    rows = [(a, c, n.get("cast", 0), n.get("config_dtype", 0)) for (a, c), n in sorted(by.items()) if n.get("cast", 0) != n.get("config_dtype", 0)]
+    if not rows:
+        return "\n## bfloat16 by load path\n\nEvery bfloat16 failure fails on both load paths alike (or none failed).\n"
+    lines = ["", "## bfloat16 by load path", "",
+             "Failures that differ between `cast` (`model.to(torch.bfloat16)`; config.dtype unset) and `config_dtype` "
+             "(as `from_pretrained(dtype=torch.bfloat16)` leaves the config):", "",
+             "| architecture | check | failed (cast) | failed (config_dtype) |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {c} | {x} | {y} |" for a, c, x, y in rows]
+    return "\n".join(lines) + "\n"
+
+
+def cell(results: list[dict]) -> str:
+    """One architecture of one scoreboard: ``skip`` (absent), ``uncovered``, ``ok``, or the failing checks (with
+    ``cast`` when every failure of that check is on the cast load path only)."""
+    from conformance.suite import CHECKS
+
+    if all(r["outcome"] == "skipped" for r in results):
+        return "skip"
+    if any(r["check"] == "covered" and r["outcome"] == "failed" for r in results):
+        return "uncovered"
+    bad: dict[str, set] = defaultdict(set)
+    for r in results:
+        if r["outcome"] not in GREEN:
+            bad[r["check"]].add(r.get("load") or "all")
+    if not bad:
+        return "ok"
+    names = [(CHECKS[c].short if c in CHECKS else c) + (" (cast)" if loads == {"cast"} else "") for c, loads in bad.items()]
+    return "FAIL " + ", ".join(names)
+
+
+def summary() -> int:
+    boards = [json.loads(p.read_text()) | {"_file": p.name} for p in sorted(OUT.glob("*.json"))]
+    if not boards:
+        sys.exit("no scoreboards in reports/peers/: run `python reports/peers.py run SPEC` first")
+    columns = [f"{b['_file'].rsplit('-transformers-', 1)[0]} @ {b['environment']['transformers']}" for b in boards]
+    per = [defaultdict(list) for _ in boards]
+    for i, b in enumerate(boards):
+        for r in b["results"]:
+            per[i][r["arch"]].append(r)
+    archs = sorted({a for p in per for a in p})
+    lines = [
+        "# Peers: the field's MoE calibration projects on the conformance suite",
+        "",
+        "Each column is one scoreboard (`reports/peers/<project>-<version>-transformers-<version>.md`, its results "
+        "beside it as JSON), made by `python reports/peers.py run SPEC` (tox: `peer-*`); this page by "
+        "`python reports/peers.py summary`. A cell: `ok` (every check green, or not offered by the project's declared "
+        "contract levels), `uncovered` (the project's own conversion leaves the block alone: calibration would be "
+        "silently skipped), `skip` (absent from that transformers), or `FAIL` and the failing checks (`(cast)`: only "
+        "for models cast with `.to(bfloat16)`, not for `from_pretrained(dtype=...)`).",
+        "",
+        "| scoreboard | implementation | tests failed / run | suite exit code |",
+        "| --- | --- | --- | --- |",
+    ]
+    for column, b in zip(columns, boards):
+        ran = [r for r in b["results"] if r["outcome"] != "skipped"]
+        failed = sum(r["outcome"] in ("failed", "error") for r in ran)
+        lines.append(f"| [{column}]({b['_file'][:-5]}.md) | {b['environment']['implementation']} | {failed} / {len(ran)} | {b.get('exit_code')} |")
+    lines += ["", "| architecture | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    for arch in archs:
+        lines.append(f"| {arch} | " + " | ".join(cell(p[arch]) if arch in p else "—" for p in per) + " |")
+    lines += ["", "## Findings (each with a standalone reproducer in `reports/findings/`)", ""]
+    for note in sorted(FINDINGS.glob("*.md")):
+        title = note.read_text().splitlines()[0].lstrip("# ").strip()
+        lines.append(f"- [{title}](../findings/{note.name}) — `reports/findings/{note.stem}.py`")
+    (OUT / "README.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote reports/peers/README.md: {len(archs)} architectures x {len(columns)} scoreboards")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    one = sub.add_parser("run", help="run the suite on one peer and write its scoreboard")
+    one.add_argument("spec", choices=("llmcompressor", "defuser", "auto_round"))
+    one.add_argument("-k", dest="keyword", default=None, help="pytest -k selection")
+    one.add_argument("-n", "--workers", default="1", help="pytest-xdist workers (default 1)")
+    sub.add_parser("summary", help="render reports/peers/README.md from every scoreboard")
+    args = parser.parse_args()
+    return run(args.spec, args.workers, args.keyword) if args.command == "run" else summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
