@@ -32,50 +32,6 @@ def builtin(spec: str) -> SimpleNamespace:
             f"peer-* environments say how)"
         ) from None
     namespace = SimpleNamespace(**{k: getattr(adapter, k) for k in ("prepare_model", "calibration_mode", "CONTRACT_LEVELS") if hasattr(adapter, k)})
-    namespace.covers = covers_by_conversion(adapter.prepare_model)
     namespace.__name__ = f"{adapter.PROJECT} {adapter.project_version()} ({adapter.FORM})"
     return namespace
 
-
-def covers_by_conversion(prepare_model):
-    """``covers(block_class)`` from the project's own detector, as it would really act: the fixture's tiny block
-    of that class (default variant, float32) is put in a minimal model and converted; covered when the
-    conversion created ``nn.Linear`` modules under it. Memoised per class; any class the conversion patches is
-    put back, so the probe cannot hide a patch from the checks that look for one. A class no fixture entry
-    builds is left to the checks (True)."""
-    import functools
-
-    from torch import nn
-
-    @functools.cache
-    def covers(block_cls: type) -> bool:
-        from ..cases import load_cases
-        from ..impl import BlockModel
-        from ..outcomes import guarded_classes
-        from ..snapshots import ClassState
-
-        case = next((c for c in _cases(load_cases) if c.block == block_cls.__name__ and not c.absent_reason()), None)
-        if case is None:
-            return True
-        classes = ClassState.of(guarded_classes(case))
-        try:
-            block, config = case.make_block()
-            before = sum(isinstance(m, nn.Linear) for m in block.modules())
-            model = prepare_model(BlockModel(block, config)) or None
-            converted = model.get_submodule("block") if isinstance(model, nn.Module) else block
-            return sum(isinstance(m, nn.Linear) for m in converted.modules()) > before
-        except Exception:
-            return True  # a conversion that raises is covered, and judged (FAIL) by the checks
-        finally:
-            classes.restore()
-
-    return covers
-
-
-_CASES: list = []
-
-
-def _cases(load_cases):
-    if not _CASES:
-        _CASES.extend(load_cases())
-    return _CASES
