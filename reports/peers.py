@@ -40,7 +40,7 @@ def run(spec: str, workers: str, keyword: str | None) -> int:
 
     impl = load_implementation(spec)  # fails here, in one line, when the peer is not installed
     os.environ["MOE_CONFORMANCE_LOAD"] = "both"
-    data = generate.run_suite(spec, workers, keyword)
+    data = generate.run_suite(spec, workers, keyword, None)
     data["peer"] = {"spec": spec, "implementation": impl.describe()}
     stem = f"{_project_stem(impl.name)}-transformers-{data['environment']['transformers']}"
     OUT.mkdir(exist_ok=True)
