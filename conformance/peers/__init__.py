@@ -31,7 +31,7 @@ def builtin(spec: str) -> SimpleNamespace:
             f"--impl {spec}: {adapter.PROJECT} cannot be used ({type(exc).__name__}: {exc}); install it (tox.ini's "
             f"peer-* environments say how)"
         ) from None
-    namespace = SimpleNamespace(**{k: getattr(adapter, k) for k in ("prepare_model", "calibration_mode", "CONTRACT_LEVELS") if hasattr(adapter, k)})
+    namespace = SimpleNamespace(**{k: getattr(adapter, k) for k in ("prepare_model", "calibration_mode", "expert_linears", "CONTRACT_LEVELS") if hasattr(adapter, k)})
     namespace.__name__ = f"{adapter.PROJECT} {adapter.project_version()} ({adapter.FORM})"
     return namespace
 

@@ -36,3 +36,21 @@ def converted(model) -> list[str] | None:
 
     config = getattr(model, "config", None)
     return None if getattr(config, "model_type", None) in MODEL_CONFIG else []
+
+
+def expert_linears(block):
+    """Defuser unfuses a block's two parallel-experts modules (JetMoe's input_linear [E, 2I, H] and output_linear)
+    each into numbered containers of one ``linear``: per expert, the gate|up Linear and the down Linear, found in
+    two groups. Elsewhere its experts are numbered gate/up/down containers the harness finds itself (None)."""
+    from torch import nn
+
+    groups = []
+    for module in block.modules():
+        numbered = [c for n, c in module.named_children() if n.isdigit()]
+        if numbered and all(isinstance(getattr(c, "linear", None), nn.Linear) and len(list(c.children())) == 1 for c in numbered):
+            groups.append([c.linear for c in numbered])
+    if len(groups) != 2 or len(groups[0]) != len(groups[1]):
+        return None
+    first, second = groups
+    gate_up, down = (first, second) if first[0].out_features == 2 * second[0].in_features else (second, first)
+    return [{"gate_up_proj": g, "down_proj": d} for g, d in zip(gate_up, down)]
