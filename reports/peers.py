@@ -11,7 +11,7 @@ separate settings) through ``reports/generate.py``, and writes ``reports/peers/<
 format ``--moe-report`` writes, with the run's ``peer`` and ``exit_code``). It exits 0 once the scoreboard is
 written, whatever the peer scored: a scoreboard records a peer's failures, it does not gate on them.
 ``summary`` renders every ``reports/peers/*.json`` as one table, architectures x (peer, transformers), with the
-findings in ``reports/findings/``. The tox environments ``peer-*`` install each peer with the transformers it runs.
+findings in ``reports/findings/`` (``README.md``), and as the gate's coloured HTML matrix (``index.html``). The tox environments ``peer-*`` install each peer with the transformers it runs.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -129,8 +130,16 @@ def summary() -> int:
     for note in sorted(FINDINGS.glob("*.md")):
         title = note.read_text().splitlines()[0].lstrip("# ").strip()
         lines.append(f"- [{title}](../findings/{note.name}) — `reports/findings/{note.stem}.py`")
+    lines += ["", "The same scoreboards as a coloured page, cell reasons on hover: [index.html](index.html) "
+              "(`reports/matrix.py`)."]
     (OUT / "README.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote reports/peers/README.md: {len(archs)} architectures x {len(columns)} scoreboards")
+    # The gate's HTML matrix over the same results files: rows architectures, a coloured column per scoreboard.
+    files = [str(p) for p in sorted(OUT.glob("*.json"))]
+    page = subprocess.run([sys.executable, str(REPORTS / "matrix.py"), *files, "-o", str(OUT / "index.html"), "--findings", str(FINDINGS)],
+                          capture_output=True, text=True)
+    if page.returncode:
+        sys.exit(f"reports/matrix.py failed ({page.returncode}): {page.stderr[-2000:]}")
+    print(f"wrote reports/peers/README.md and index.html: {len(archs)} architectures x {len(columns)} scoreboards")
     return 0
 
 
