@@ -35,3 +35,22 @@ def builtin(spec: str) -> SimpleNamespace:
     namespace.__name__ = f"{adapter.PROJECT} {adapter.project_version()} ({adapter.FORM})"
     return namespace
 
+
+
+def registered_parent(case, registered, project: str) -> str | None:
+    """For a project that chooses what to convert by ``config.model_type`` (Defuser's registry, auto-round's
+    custom replacements): where the fixture's model is the text part of a composite model whose type the project
+    does register, the note that says so — users load the composite, so "uncovered" holds for the standalone
+    text model only. None where the fixture's own type is registered or no registered composite holds it."""
+    from transformers import PretrainedConfig
+
+    package = importlib.import_module(f"transformers.models.{case.module.split('.')[0]}")
+    own = case._config_class()
+    if own.model_type in registered:
+        return None
+    for value in vars(package).values():
+        if isinstance(value, type) and issubclass(value, PretrainedConfig) and value.model_type in registered:
+            if any(sub is own for sub in (getattr(value, "sub_configs", None) or {}).values()):
+                return (f"{project} registers `{value.model_type}` (the composite model users load), not `{own.model_type}` "
+                        "(this fixture's text model): uncovered only as a standalone text model")
+    return None

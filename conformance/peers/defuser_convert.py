@@ -54,3 +54,11 @@ def expert_linears(block):
     first, second = groups
     gate_up, down = (first, second) if first[0].out_features == 2 * second[0].in_features else (second, first)
     return [{"gate_up_proj": g, "down_proj": d} for g, d in zip(gate_up, down)]
+
+
+def coverage_note(case) -> str | None:
+    from defuser.model_registry import MODEL_CONFIG
+
+    from . import registered_parent
+
+    return registered_parent(case, MODEL_CONFIG, PROJECT)
