@@ -150,7 +150,10 @@ def build_block(case: ArchCase, setting: Setting, shape: Shape | None, purpose: 
     drawn for ``purpose`` and ``shape``, and inputs of ``shape`` (none when ``shape`` is None). The same
     arguments build the same block."""
     seed = setting.seed_for(purpose, shape)
-    block, config = _harness_step(case, setting, lambda: case.make_block(setting.config_overrides(case), seed=seed, dtype=setting.dtype))
+    overrides = setting.config_overrides(case)
+    if setting.load == "config_dtype" and setting.dtype is not None:
+        overrides["dtype"] = setting.dtype  # before building, as from_pretrained: configs copied at build keep it
+    block, config = _harness_step(case, setting, lambda: case.make_block(overrides, seed=seed, dtype=setting.dtype))
     args, kwargs = block_inputs(case, setting, shape, purpose) if shape is not None else ((), {})
     model_config = _harness_step(case, setting, lambda: top_level_config(case, config))
     _as_loaded(setting, config, model_config)
@@ -181,7 +184,8 @@ def build_model(case: ArchCase, setting: Setting, shape: Shape, purpose: str = "
     if not case.model_class:
         raise HarnessError(f"{setting.id}: {fixture_entry(case)} names no model_class, which the {setting.check} check builds")
     seed = setting.seed_for(purpose, shape)
-    model, config = _harness_step(case, setting, lambda: case.make_model(seed=seed, dtype=setting.dtype))
+    config_dtype = setting.dtype if setting.load == "config_dtype" else None
+    model, config = _harness_step(case, setting, lambda: case.make_model(seed=seed, dtype=setting.dtype, config_dtype=config_dtype))
     _as_loaded(setting, config, getattr(model, "config", None))
     inputs = _harness_step(case, setting, lambda: case.make_model_inputs(shape, seed + 1, setting.dtype))
     return ModelRun(_to_device(model, setting.device), config, _to_device(inputs, setting.device), setting.label(shape))
