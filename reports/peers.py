@@ -117,6 +117,8 @@ def cell(results: list[dict], note: str | None = None) -> str:
             bad[r["check"]].add(r.get("load") or "all")
     if not bad:
         return "ok"
+    if all(loads == {"cast"} for loads in bad.values()):
+        return "FAIL (cast only)"
     names = [(CHECKS[c].short if c in CHECKS else c) + (" (cast)" if loads == {"cast"} else "") for c, loads in bad.items()]
     return "FAIL " + ", ".join(names)
 
@@ -139,7 +141,8 @@ def summary() -> int:
         "`python reports/peers.py summary`. A cell: `ok` (every check green, or not offered by the project's declared "
         "contract levels), `uncovered` (the project's own conversion leaves the block alone: calibration would be "
         "silently skipped), `skip` (absent from that transformers), or `FAIL` and the failing checks (`(cast)`: only "
-        "for models cast with `.to(bfloat16)`, not for `from_pretrained(dtype=...)`).",
+        "for models cast with `.to(bfloat16)`, not for `from_pretrained(dtype=...)`; `FAIL (cast only)`: every failure "
+        "is on that path, the architecture is green as `from_pretrained(dtype=...)` loads it).",
         "",
         "| scoreboard | implementation | tests failed / run | suite exit code |",
         "| --- | --- | --- | --- |",
