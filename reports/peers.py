@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPORTS))
 GREEN = {"passed", "skipped", "n/a", "not offered", "xfail"}
 
 
-def run(spec: str, workers: str, keyword: str | None) -> int:
+def run(spec: str, workers: str, keyword: str | None, merge: bool = False) -> int:
     import generate
 
     from conformance.impl import load_implementation
@@ -45,11 +45,31 @@ def run(spec: str, workers: str, keyword: str | None) -> int:
     data["peer"] = {"spec": spec, "implementation": impl.describe(), "coverage_notes": coverage_notes(spec, data["results"])}
     stem = f"{_project_stem(impl.name)}-transformers-{data['environment']['transformers']}"
     OUT.mkdir(exist_ok=True)
+    if merge:
+        data = _merged(OUT / f"{stem}.json", data, generate)
     (OUT / f"{stem}.json").write_text(json.dumps(data, separators=(",", ":")) + "\n")
     (OUT / f"{stem}.md").write_text(generate.render(data) + load_section(data["results"]))
     failed = sum(r["outcome"] == "failed" for r in data["results"])
     print(f"wrote reports/peers/{stem}.md and .json: {failed} failed (suite exit code {data['exit_code']})")
     return 0
+
+
+def _merged(path: Path, data: dict, generate) -> dict:
+    """``--merge``: the scoreboard at ``path`` with the architectures this selection ran replaced by its results
+    (one architecture re-run after a harness fix, without re-running the rest); exit code and summary follow."""
+    if not path.exists():
+        sys.exit(f"--merge: no scoreboard {path} to merge into")
+    old = json.loads(path.read_text())
+    rerun = {r["arch"] for r in data["results"]}
+    old["results"] = [r for r in old["results"] if r["arch"] not in rerun] + data["results"]
+    failed = any(r["outcome"] in ("failed", "error") for r in old["results"])
+    old["exit_code"] = 1 if failed else 0
+    if "summary" in old:
+        old["summary"] = generate.results_summary(old["results"], old.get("other_failures", []), old["exit_code"])
+    old.setdefault("merged", []).append({"selection": data.get("selection"), "architectures": sorted(rerun)})
+    old["peer"] = {**old.get("peer", {}), **{k: v for k, v in data["peer"].items() if k != "coverage_notes"}}
+    old["peer"]["coverage_notes"] = {**old.get("peer", {}).get("coverage_notes", {}), **data["peer"].get("coverage_notes", {})}
+    return old
 
 
 def coverage_notes(spec: str, results: list[dict]) -> dict[str, str]:
@@ -184,9 +204,10 @@ def main() -> int:
     one.add_argument("spec", choices=("llmcompressor", "defuser", "auto_round"))
     one.add_argument("-k", dest="keyword", default=None, help="pytest -k selection")
     one.add_argument("-n", "--workers", default="1", help="pytest-xdist workers (default 1)")
+    one.add_argument("--merge", action="store_true", help="replace only the selected architectures' results in the existing scoreboard")
     sub.add_parser("summary", help="render reports/peers/README.md from every scoreboard")
     args = parser.parse_args()
-    return run(args.spec, args.workers, args.keyword) if args.command == "run" else summary()
+    return run(args.spec, args.workers, args.keyword, args.merge) if args.command == "run" else summary()
 
 
 if __name__ == "__main__":
