@@ -43,7 +43,7 @@ def run(spec: str, workers: str, keyword: str | None, merge: bool = False) -> in
     os.environ["MOE_CONFORMANCE_LOAD"] = "both"
     data = generate.run_suite(spec, workers, keyword, None)
     data["peer"] = {"spec": spec, "implementation": impl.describe(), "coverage_notes": coverage_notes(spec, data["results"])}
-    stem = f"{_project_stem(impl.name)}-transformers-{data['environment']['transformers']}"
+    stem = f"{_project_stem(impl)}-transformers-{data['environment']['transformers']}"
     OUT.mkdir(exist_ok=True)
     if merge:
         data = _merged(OUT / f"{stem}.json", data, generate)
@@ -97,10 +97,11 @@ def coverage_notes(spec: str, results: list[dict]) -> dict[str, str]:
     return notes
 
 
-def _project_stem(name: str) -> str:
-    """``defuser = Defuser 0.0.28 (...)`` -> ``defuser-0.0.28``."""
-    spec, _, described = name.partition(" = ")
-    words = described.split()
+def _project_stem(impl) -> str:
+    """``defuser = Defuser 0.0.28 (...)`` (a built-in conversion's name) -> ``defuser-0.0.28``; a registry's
+    description, ``llmcompressor 0.11.0 (11 wrappers, ...)`` -> ``llmcompressor-0.11.0``."""
+    spec, _, described = impl.name.partition(" = ")
+    words = described.split() if described else impl.describe().split()
     version = words[1] if len(words) > 1 else "unknown"
     return f"{spec.replace('.', '_').replace(':', '-')}-{version}"
 
