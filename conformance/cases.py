@@ -185,13 +185,16 @@ class ArchCase:
                 rows = [torch.randperm(self.experts, generator=generator)[: table.shape[-1]] for _ in range(table.shape[0])]
                 table.copy_(torch.stack(rows))
 
-    def make_model(self, seed: int = 0, dtype=torch.float32):
-        """A whole causal LM (dense layers beside MoE ones) with random weights, and its config."""
-        config = self.make_config(whole_model=True)
+    def make_model(self, seed: int = 0, dtype=torch.float32, config_dtype: torch.dtype | None = None):
+        """A whole causal LM (dense layers beside MoE ones) with random weights, and its config. ``config_dtype``:
+        the configs say that dtype before the model is built, as ``from_pretrained(dtype=...)`` has them (modules
+        that copy their config when built keep it)."""
+        config = self.make_config({"dtype": config_dtype} if config_dtype else None, whole_model=True)
         package = importlib.import_module(f"transformers.models.{self.module.split('.')[0]}")
         if self.model_composite:
             composite = getattr(package, self.model_composite["config_class"])
-            config = composite(**{self.model_composite["under"]: config}, **self.model_composite.get("config", {}))
+            extra = {"dtype": config_dtype} if config_dtype else {}
+            config = composite(**{self.model_composite["under"]: config}, **self.model_composite.get("config", {}), **extra)
         model = getattr(package, self.model_class)(config)
         held = {self.block, *self.model_also_holds}
         randomise_(model, seed, buffers_in=lambda m: type(m).__name__ in held)

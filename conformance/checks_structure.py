@@ -77,6 +77,20 @@ def _check_linear_shapes(e: int, linears: dict[str, nn.Linear], label: str) -> N
             raise fail(label, f"expert {e} {name}: bias shape {tuple(linear.bias.shape)}, out_features={linear.out_features}")
 
 
+# An expert may keep gate and up as one nn.Linear (gate rows, then up rows: Defuser's per-expert unfuse of
+# JetMoe's parallel experts), named so by the implementation's ``expert_linears``: one Linear observes the same
+# input the two would, so calibration loses nothing; its weight must be the two slices concatenated.
+FUSED_GATE_UP = "gate_up_proj"
+
+
+def _with_fused_gate_up(want: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {k: v for k, v in want.items() if not k.startswith(("gate_proj.", "up_proj."))}
+    for part in ("weight", "bias"):
+        if f"gate_proj.{part}" in want and f"up_proj.{part}" in want:
+            out[f"{FUSED_GATE_UP}.{part}"] = torch.cat([want[f"gate_proj.{part}"], want[f"up_proj.{part}"]])
+    return out
+
+
 def check_experts_are_linear(case: ArchCase, impl: Implementation, setting: Setting) -> None:
     """The wrapper built (the block converted) in the setting's mode, each expert's Linears counted and their
     shapes checked, each parameter compared bit for bit with the oracle's slice of the original (copied before
@@ -87,12 +101,14 @@ def check_experts_are_linear(case: ArchCase, impl: Implementation, setting: Sett
     wanted = [{name: t.clone() for name, t in layout.weights(e).items()} for e in range(case.experts)]
     expected_total = case.experts * case.projections + _count_linears(run.block, skip=getattr(run.block, "experts", None))
     with calibrating_block(impl, run, setting.calibrate_all_experts, label) as module:
+        fused = 0
         for e, expert in enumerate(find_experts(module, case, impl, label)):
             linears = expert.linears
-            if len(linears) != case.projections:
-                raise fail(label, f"expert {e} has {len(linears)} nn.Linear ({sorted(linears)}), expected {case.projections}")
+            fused = int(FUSED_GATE_UP in linears)
+            if len(linears) != case.projections - fused:
+                raise fail(label, f"expert {e} has {len(linears)} nn.Linear ({sorted(linears)}), expected {case.projections - fused}")
             _check_linear_shapes(e, linears, label)
-            want = wanted[e]
+            want = _with_fused_gate_up(wanted[e]) if fused else wanted[e]
             got = {n: p.detach() for n, p in expert.parameters.items()}
             if set(got) != set(want):
                 raise fail(label, f"expert {e} parameters are {sorted(got)}, expected {sorted(want)}")
@@ -102,6 +118,7 @@ def check_experts_are_linear(case: ArchCase, impl: Implementation, setting: Sett
                     detail = "shape/dtype" if g.shape != tensor.shape or g.dtype != tensor.dtype else "values"
                     raise fail(label, f"expert {e} {name} is not a bit-exact slice of the original expert weights ({detail} differ)")
         total = _count_linears(module)
+    expected_total -= case.experts * fused
     if total != expected_total:
         raise fail(
             label, f"the {'converted block' if impl.kind == 'conversion' else 'wrapper'} holds {total} nn.Linear, expected {expected_total} "

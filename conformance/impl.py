@@ -6,8 +6,11 @@ How a spec selects a kind:
 - ``reference`` (default): this project's ``wrappers`` with ``reference.moe_calibration_context``, a *registry*;
   besides its registered names it covers, by their structure, the blocks its registry's class resolvers serve
   (``covers``/``wrapper_for`` answer for those too, from the class the discovery scan finds under that name);
-- ``llmcompressor``: llm-compressor 0.11-style, a registry: its ``MoECalibrationModule`` registry (after
+- ``llmcompressor``: with llm-compressor 0.12 or later (``linearize_moe``), a model conversion
+  (``conformance.peers.llmc_linearize``); with 0.11, a registry: its ``MoECalibrationModule`` registry (after
   importing ``llmcompressor.modeling``, which registers its wrappers) and its ``moe_calibration_context``;
+- ``defuser``, ``auto_round``: Defuser's ``convert_model`` and auto-round's replacements, model conversions
+  (``conformance.peers``); the run's header says which project version and which form;
 - a dotted module path, or ``module.path:NAME`` (the attributes of the object ``NAME`` in that module: several
   implementations in one module, such as the harness's own broken ones):
 
@@ -163,8 +166,13 @@ def load_implementation(spec: str | None = None) -> Implementation:
     spec = (spec or os.environ.get(ENV_VAR) or "reference").strip()
     if spec == "reference":
         return impl_registry.from_registry("reference", "wrappers", "reference.calibration")
-    if spec == "llmcompressor":
+    if spec == "llmcompressor" and not _has_module("llmcompressor.modeling.moe.linearize"):
         return impl_registry.from_registry("llmcompressor", "llmcompressor.modeling", "llmcompressor.modeling.moe_context")
+    if spec in ("llmcompressor", *BUILTIN_PEERS):  # llm-compressor >= 0.12, Defuser, auto-round (conformance.peers)
+        from .peers import builtin
+
+        adapter = builtin(spec)
+        return impl_conversion.from_namespace(f"{spec} = {adapter.__name__}", adapter)
     namespace = _namespace(spec)
     has_table = getattr(namespace, "CALIBRATION_WRAPPERS", None) is not None
     has_conversion = getattr(namespace, "prepare_model", None) is not None
@@ -181,6 +189,20 @@ def load_implementation(spec: str | None = None) -> Implementation:
             "class) and no prepare_model(model) function (a model conversion)"
         )
     return impl_registry.from_namespace(spec, namespace)
+
+
+# Built-in specs for the field's model-conversion projects (``conformance.peers``); ``llmcompressor`` is one too
+# where the installed llm-compressor has ``linearize_moe`` (0.12 and later), and its 0.11 registry otherwise.
+BUILTIN_PEERS = ("defuser", "auto_round")
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:  # the parent package is absent
+        return False
 
 
 def import_module(module_name: str, spec: str):

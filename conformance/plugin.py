@@ -61,6 +61,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         f"xdist worker) or auto (cuda where available) (also ${devices.ENV_VAR})",
     )
     group.addoption(
+        "--load",
+        default=None,
+        choices=("cast", "config_dtype", "both"),
+        help="how bfloat16 models get their dtype: 'cast' (default: .to(dtype), config.dtype unset), "
+        "'config_dtype' (as from_pretrained(dtype=...) leaves config.dtype), or 'both' as separate settings "
+        "whose ids end in -cast / -config_dtype (also $MOE_CONFORMANCE_LOAD)",
+    )
+    group.addoption(
         "--require-reviewed",
         action="store_true",
         default=False,
@@ -84,6 +92,8 @@ def pytest_configure(config: pytest.Config) -> None:
     devices.prepare(device)
     os.environ[devices.ENV_VAR] = device
     _check_fixture_files()
+    if config.getoption("--load"):  # read when the tests are parametrised (suite.loads), by xdist workers too
+        os.environ["MOE_CONFORMANCE_LOAD"] = config.getoption("--load")
     spec = config.getoption("--impl") or os.environ.get(ENV_VAR) or "reference"
     try:
         config.stash[_IMPL] = load_implementation(spec)

@@ -57,11 +57,16 @@ class Setting:
     seed: int = RUN_SEED
     # A configuration drawn by a property-based check, in place of a named variant's overrides.
     overrides: Mapping[str, Any] | None = field(default=None, compare=False)
+    # How a model in ``dtype`` (other than float32) got that dtype, where a run asks for both (``LOADS``):
+    # "cast", ``model.to(dtype)`` after building (``config.dtype`` unset, as after loading and casting), or
+    # "config_dtype", as ``from_pretrained(dtype=...)`` leaves it (``config.dtype`` and the sub-configs' set).
+    # None: cast, and the id does not say so (the suite's ids before loads were an axis).
+    load: str | None = None
 
     @property
     def id(self) -> str:
-        """``<model_type>-<check>[-<variant>][-<mode>][-<dtype>]``, then ``-<device>`` off the CPU."""
-        parts = [self.model_type, self.check, self.variant, self.mode, self.dtype and dtype_name(self.dtype)]
+        """``<model_type>-<check>[-<variant>][-<mode>][-<dtype>[-<load>]]``, then ``-<device>`` off the CPU."""
+        parts = [self.model_type, self.check, self.variant, self.mode, self.dtype and dtype_name(self.dtype), self.load]
         parts.append(self.device if self.device != "cpu" else None)
         return "-".join(p for p in parts if p)
 
@@ -102,7 +107,7 @@ class Setting:
         """The setting as plain data, for the run's results (report rows, the summary table)."""
         dtype = self.dtype and dtype_name(self.dtype)
         return {"id": self.id, "arch": self.model_type, "check": self.check, "variant": self.variant_name,
-                "mode": self.mode, "dtype": dtype, "device": self.device}
+                "mode": self.mode, "dtype": dtype, "device": self.device, "load": self.load}
 
 
 def _to_device(value: Any, device: str) -> Any:
@@ -145,9 +150,13 @@ def build_block(case: ArchCase, setting: Setting, shape: Shape | None, purpose: 
     drawn for ``purpose`` and ``shape``, and inputs of ``shape`` (none when ``shape`` is None). The same
     arguments build the same block."""
     seed = setting.seed_for(purpose, shape)
-    block, config = _harness_step(case, setting, lambda: case.make_block(setting.config_overrides(case), seed=seed, dtype=setting.dtype))
+    overrides = setting.config_overrides(case)
+    if setting.load == "config_dtype" and setting.dtype is not None:
+        overrides["dtype"] = setting.dtype  # before building, as from_pretrained: configs copied at build keep it
+    block, config = _harness_step(case, setting, lambda: case.make_block(overrides, seed=seed, dtype=setting.dtype))
     args, kwargs = block_inputs(case, setting, shape, purpose) if shape is not None else ((), {})
     model_config = _harness_step(case, setting, lambda: top_level_config(case, config))
+    _as_loaded(setting, config, model_config)
     return BlockRun(_to_device(block, setting.device), config, args, kwargs, setting.label(shape), model_config)
 
 
@@ -175,9 +184,31 @@ def build_model(case: ArchCase, setting: Setting, shape: Shape, purpose: str = "
     if not case.model_class:
         raise HarnessError(f"{setting.id}: {fixture_entry(case)} names no model_class, which the {setting.check} check builds")
     seed = setting.seed_for(purpose, shape)
-    model, config = _harness_step(case, setting, lambda: case.make_model(seed=seed, dtype=setting.dtype))
+    config_dtype = setting.dtype if setting.load == "config_dtype" else None
+    model, config = _harness_step(case, setting, lambda: case.make_model(seed=seed, dtype=setting.dtype, config_dtype=config_dtype))
+    _as_loaded(setting, config, getattr(model, "config", None))
     inputs = _harness_step(case, setting, lambda: case.make_model_inputs(shape, seed + 1, setting.dtype))
     return ModelRun(_to_device(model, setting.device), config, _to_device(inputs, setting.device), setting.label(shape))
+
+
+def _as_loaded(setting: Setting, *configs: Any) -> None:
+    """``load="config_dtype"``: the configs' ``dtype`` (and their sub-configs') set to the setting's, as
+    ``from_pretrained(dtype=...)`` sets them; a conversion that builds its modules in ``config.dtype`` is then
+    judged on the path most users load by. A cast leaves ``config.dtype`` as building left it (unset)."""
+    if setting.load != "config_dtype" or setting.dtype is None:
+        return
+    seen: set[int] = set()
+
+    def mark(config: Any) -> None:
+        if config is None or id(config) in seen or not hasattr(config, "to_dict"):
+            return
+        seen.add(id(config))
+        config.dtype = setting.dtype
+        for key in getattr(config, "sub_configs", None) or ():
+            mark(getattr(config, key, None))
+
+    for config in configs:
+        mark(config)
 
 
 def _harness_step(case: ArchCase, setting: Setting, build):

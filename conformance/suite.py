@@ -8,6 +8,8 @@ database: per check its name, table heading, one-line contract, and the variants
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +65,22 @@ class CheckSpec:
         for variant in (variants or list(case.variants)) if self.per_variant else [None]:
             for mode in self.modes:
                 for dtype in dtypes:
-                    yield Setting(case.model_type, self.name, variant, mode, dtype, device, seed)
+                    for load in loads() if dtype not in (None, torch.float32) else (None,):
+                        yield Setting(case.model_type, self.name, variant, mode, dtype, device, seed, load=load)
+
+
+LOAD_VAR = "MOE_CONFORMANCE_LOAD"
+LOAD_CHOICES = {"cast": (None,), "config_dtype": ("config_dtype",), "both": ("cast", "config_dtype")}
+
+
+def loads() -> tuple[str | None, ...]:
+    """How models in a dtype other than float32 are loaded (``--load`` / ``$MOE_CONFORMANCE_LOAD``): ``cast``
+    (default; ``.to(dtype)``, ids unchanged), ``config_dtype`` (as ``from_pretrained(dtype=...)``), or ``both``,
+    each its own setting with the load in its id, so a failure says which path broke."""
+    choice = os.environ.get(LOAD_VAR, "cast")
+    if choice not in LOAD_CHOICES:
+        raise ValueError(f"{LOAD_VAR}={choice!r}; one of {', '.join(LOAD_CHOICES)}")
+    return LOAD_CHOICES[choice]
 
 
 BOTH_MODES = ("all_experts", "routed")
