@@ -11,6 +11,8 @@ import types
 from pathlib import Path
 
 import pytest
+
+from tests.versions import requires_transformers_5
 import torch
 from torch import nn
 
@@ -20,6 +22,8 @@ from conformance.impl import lookup_key
 from conformance.impl_registry import RegistryImplementation
 from tests.conversion_impl import Conversion, converts
 from wrappers.experts import LinearExperts, dispatch_to_experts
+
+pytestmark = requires_transformers_5
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = [case for case in load_cases() if not case.absent_reason()]

@@ -16,9 +16,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.versions import requires_transformers_5
+
 from conformance import CHECKS, Setting, evaluate, load_cases, load_implementation
 from conformance.cases import FIXTURES_DIR
 from wrappers import CalibrationMoEBlock
+
+pytestmark = requires_transformers_5
 
 REPO = Path(__file__).resolve().parent.parent
 ARCH = "glm4_moe_lite"
