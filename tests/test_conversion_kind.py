@@ -84,7 +84,7 @@ def test_the_conversion_passes_every_check_its_levels_offer(case):
     failures = [r.message for r in results if not r.passed]
     assert not failures, failures[:3]
     assert {r.outcome for r in results if r.check == "restore_semantics"} == {"not offered"}  # permanent
-    assert {r.outcome for r in results if r.check in ESSENTIAL} <= {"passed", "n/a", "skipped"}
+    assert {r.outcome for r in results if r.check in ESSENTIAL} <= {"passed", "n/a", "skipped", "xfail"}  # xfail: a declared gap of transformers itself (deepseek_v4 before 5.19)
 
 
 def test_a_restoring_conversion_is_judged_on_restore():
