@@ -20,7 +20,8 @@ import wrappers
 from wrappers import CalibrationMoEBlock, LinearExperts
 from wrappers.permanent import PermanentCalibrationMoEBlock
 
-from .conversion_impl import CONVERSION_MUTANTS
+from .conversion_impl import CONVERSION_MUTANTS, converts
+from .versions import TRANSFORMERS_5
 
 # -- helpers the mutants share ----------------------------------------------------------------------------
 
@@ -190,6 +191,11 @@ class UsesFusedFastPath(CalibrationMoEBlock):
 # (A control with no bug, `deepseek_router_control`, must pass everything: the kills are the bug's alone.)
 
 
+# What a dropped group's experts score: 4.57's routers fill 0.0 (so with a negative correction bias an expert of a
+# dropped group can still be chosen), 5.x's fill -inf. The control must route exactly as the original does.
+_DROPPED_GROUP_FILL = float("-inf") if TRANSFORMERS_5 else 0.0
+
+
 class _DeepseekStyleRouter(nn.Module):
     """Sigmoid scores; top-k on scores + correction bias within the best ``topk_group`` of ``n_group`` groups
     (a group scored by its top-2 sum); weights = the unbiased scores, renormalised if ``norm_topk_prob``,
@@ -213,7 +219,7 @@ class _DeepseekStyleRouter(nn.Module):
             grouped = choice.view(flat.shape[0], n_group, -1)
             group_scores = grouped.topk(2, dim=-1)[0].sum(dim=-1)
             keep = torch.zeros_like(group_scores).scatter_(1, group_scores.topk(r.topk_group, dim=-1)[1], 1)
-            choice = choice.masked_fill(~keep.bool().repeat_interleave(grouped.shape[-1], dim=1), float("-inf"))
+            choice = choice.masked_fill(~keep.bool().repeat_interleave(grouped.shape[-1], dim=1), _DROPPED_GROUP_FILL)
         k = r.top_k - 1 if self.bug == "top_k_off_by_one" else r.top_k
         index = choice.topk(k, dim=-1, sorted=False)[1]
         weights = scores.gather(1, index)
@@ -519,6 +525,10 @@ CAUGHT_BY = {
     "routing_properties": ("drift_1e_4",),
     "calibration_smoke": ("ignores_calibrate_all_experts", "masks_unrouted_tokens"),
 }
+
+# The structures of transformers 5.x alone (fused 3-D experts, model conversions of them): a mutant applying only
+# to these applies to no architecture of 4.x.
+FUSED_EXPERTS_ONLY = (_has_dispatched_experts, _has_interleaved_experts, converts)
 
 # Each mutant is an attribute of this module, for ``--impl tests.mutants:<name>``.
 globals().update(MUTANTS)
