@@ -32,8 +32,11 @@ def prepare_model(model):
     from auto_round.modeling.fused_moe.replace_modules import materialize_model_
     from auto_round.special_model_handler import update_module
 
-    model = update_module(model, formats=None, cleanup_original=False)
-    materialize_model_(model)
+    from . import without_gc_collect
+
+    with without_gc_collect():
+        model = update_module(model, formats=None, cleanup_original=False)
+        materialize_model_(model)
     return model
 
 

@@ -26,7 +26,10 @@ def project_version() -> str:
 def prepare_model(model):
     from defuser import convert_model
 
-    convert_model(model)
+    from . import without_gc_collect
+
+    with without_gc_collect():
+        convert_model(model)
     return model
 
 

@@ -22,6 +22,9 @@ MODELS = [
     ("qwen3_vl_moe", "Qwen3VLMoeTextConfig", "Qwen3VLMoeTextModel",
      dict(moe_intermediate_size=24, num_experts=8, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[],
           rope_scaling={"rope_type": "default", "mrope_section": [2, 1, 1]})),
+    ("qwen3_vl_moe", "Qwen3VLMoeTextConfig", "Qwen3VLMoeTextModel",  # top-1: the wrapper's squeeze(0) drops the k axis
+     dict(moe_intermediate_size=24, num_experts=8, num_experts_per_tok=1, decoder_sparse_step=1, mlp_only_layers=[],
+          rope_scaling={"rope_type": "default", "mrope_section": [2, 1, 1]})),
     ("glm4_moe_lite", "Glm4MoeLiteConfig", "Glm4MoeLiteForCausalLM",
      dict(moe_intermediate_size=24, n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=1,
           topk_group=1, first_k_dense_replace=0, num_key_value_heads=4, q_lora_rank=16, kv_lora_rank=16,
@@ -61,4 +64,4 @@ for name, config_name, model_name, values in MODELS:
                 line += f"; {len(lies)} expert Linears whose features lie, e.g. {n}: weight {shape}, in_features {i}, out_features {o}"
         except Exception as exc:
             line = f"raised {type(exc).__name__}: {str(exc)[:100]}"
-        print(f"{name} calibrate_all_experts={all_experts}: {line}")
+        print(f"{name} (top-{config.num_experts_per_tok}) calibrate_all_experts={all_experts}: {line}")
