@@ -11,7 +11,6 @@ original *before* it is converted, since the conversion may change it in place.
 from __future__ import annotations
 
 import contextlib
-import traceback
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from .impl import BLOCK_PATH, BlockModel, ConstructionError, ContractLevels, ImplementationError, qualname
+from .verdicts import raised
 
 __all__ = ["ConversionImplementation", "from_namespace"]
 
@@ -52,11 +52,7 @@ class ConversionImplementation:
         try:
             prepared = self.prepare_model(model)
         except Exception as exc:
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            raise ConstructionError(
-                f"{qualname(self.prepare_model)}({type(model).__name__}) raised {type(exc).__name__}: {exc} "
-                f"(at {where.filename}:{where.lineno})"
-            ) from exc
+            raise ConstructionError(f"{qualname(self.prepare_model)}({type(model).__name__}) {raised(exc)}") from exc
         prepared = prepared if isinstance(prepared, nn.Module) else model  # None: converted in place
         self._prepared[model] = prepared
         return prepared

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from .impl import (
     lookup_key,
     qualname,
 )
+from .verdicts import raised
 
 __all__ = ["RegistryImplementation", "from_namespace", "from_registry", "swapping_wrappers"]
 
@@ -66,10 +66,9 @@ class RegistryImplementation:
         try:
             return wrapper_cls(original=original, config=config, calibrate_all_experts=calibrate_all_experts)
         except Exception as exc:
-            where = traceback.extract_tb(exc.__traceback__)[-1]
             raise ConstructionError(
                 f"{qualname(wrapper_cls)}(original={name}, config=..., calibrate_all_experts={calibrate_all_experts}) "
-                f"raised {type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
+                f"{raised(exc)}"
             ) from exc
 
     @contextlib.contextmanager

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ from .cases import ArchCase
 from .impl import Implementation
 from .setting import Setting, fixture_entry
 from .snapshots import ClassState
-from .verdicts import ConformanceFailure, HarnessError, NotApplicable
+from .verdicts import ConformanceFailure, HarnessError, NotApplicable, where
 
 if TYPE_CHECKING:
     from .suite import CheckSpec
@@ -66,11 +65,7 @@ def _harness_message(case: ArchCase, setting: Setting, exc: BaseException) -> st
     foresee) also says where it was raised and which fixture entry was in use."""
     if isinstance(exc, HarnessError):
         return str(exc)
-    frame = traceback.extract_tb(exc.__traceback__)[-1]
-    return (
-        f"{setting.id}: harness error {type(exc).__name__}: {exc} (at {frame.filename}:{frame.lineno}; fixture "
-        f"{fixture_entry(case)})"
-    )
+    return f"{setting.id}: harness error {type(exc).__name__}: {exc} (at {where(exc)}; fixture {fixture_entry(case)})"
 
 
 def uncovered_reason(case: ArchCase, impl: Implementation) -> str | None:

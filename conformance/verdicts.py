@@ -87,9 +87,15 @@ def fail(label: str, message: str) -> ConformanceFailure:
     return ConformanceFailure(f"{label}: {message}")
 
 
-def _where(exc: BaseException) -> str:
+def where(exc: BaseException) -> str:
+    """``file:line`` of the frame that raised ``exc``."""
     frame = traceback.extract_tb(exc.__traceback__)[-1]
     return f"{frame.filename}:{frame.lineno}"
+
+
+def raised(exc: BaseException, when: str = "") -> str:
+    """``raised E: message (at file:line)``: how every message reports an exception."""
+    return f"raised {type(exc).__name__}{when}: {exc} (at {where(exc)})"
 
 
 def run_original(module: nn.Module, args: tuple, kwargs: dict, label: str, what: str) -> Any:
@@ -99,7 +105,7 @@ def run_original(module: nn.Module, args: tuple, kwargs: dict, label: str, what:
         with torch.no_grad():
             return module(*args, **kwargs)
     except Exception as exc:
-        raise HarnessError(f"{label}: {what} raised {type(exc).__name__}: {exc} (at {_where(exc)})") from exc
+        raise HarnessError(f"{label}: {what} {raised(exc)}") from exc
 
 
 def run_implementation(module: nn.Module, args: tuple, kwargs: dict, label: str, what: str) -> Any:
@@ -108,7 +114,7 @@ def run_implementation(module: nn.Module, args: tuple, kwargs: dict, label: str,
         with torch.no_grad():
             return module(*args, **kwargs)
     except Exception as exc:
-        raise fail(label, f"{what} raised {type(exc).__name__}: {exc} (at {_where(exc)})") from exc
+        raise fail(label, f"{what} {raised(exc)}") from exc
 
 
 @contextlib.contextmanager
@@ -140,7 +146,7 @@ def _entered(manager: Any, label: str, what: str) -> Iterator[Any]:
         # The constructor's own exception stays the cause, so a short report can show the frame that raised.
         raise fail(label, str(exc)) from exc.__cause__
     except Exception as exc:
-        raise fail(label, f"{what} raised {type(exc).__name__}: {exc} (at {_where(exc)})") from exc
+        raise fail(label, f"{what} {raised(exc)}") from exc
     try:
         yield value
     except BaseException as body:
@@ -149,14 +155,14 @@ def _entered(manager: Any, label: str, what: str) -> Iterator[Any]:
         except BaseException as exc:
             if exc is body or isinstance(exc, (ConformanceFailure, HarnessError, NotApplicable)):
                 raise
-            raise fail(label, f"{what} raised {type(exc).__name__} on leaving: {exc} (at {_where(exc)})") from exc
+            raise fail(label, f"{what} {raised(exc, ' on leaving')}") from exc
         if not swallowed:
             raise
         return
     try:
         manager.__exit__(None, None, None)
     except Exception as exc:
-        raise fail(label, f"{what} raised {type(exc).__name__} on leaving: {exc} (at {_where(exc)})") from exc
+        raise fail(label, f"{what} {raised(exc, ' on leaving')}") from exc
 
 
 @contextlib.contextmanager

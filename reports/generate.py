@@ -167,8 +167,8 @@ def grouped_section(results: list[dict], kinds: tuple[str, ...], title: str) -> 
 
 
 def run_kill_table(workers: str, keyword: str | None) -> dict:
-    """The mutation kill table of tests/test_mutants.py (tests/conftest.py's kill_summary): per mutant, the first
-    check that caught it, counted over the architectures it applies to; with what ran it."""
+    """The mutation kill table of tests/test_mutants.py (tests/conftest.py's kill_summary): per mutant, the
+    check that caught it (the one it is aimed at runs first: tests/mutants.py's check_order), counted over the architectures it applies to; with what ran it."""
     from importlib.metadata import version
 
     selection = f"test_mutant_is_caught and ({keyword})" if keyword else "test_mutant_is_caught"
@@ -191,7 +191,7 @@ def kill_table_section(kills: dict) -> str:
         f"{kills['mutants']} deliberately broken wrappers (tests/mutants.py) run through the suite on every "
         f"architecture they apply to: {kills['killed']}/{kills['applicable']} applicable (mutant, architecture) "
         f"pairs killed (test exit code {kills.get('exit_code', '?')}{selection}). A cell counts the architectures by "
-        "the first check that caught the mutant.",
+        "the check that caught the mutant (the check it is aimed at runs first, then the others).",
         "",
         tabulate(kills["rows"], headers=["mutant", "caught by (architectures)"], tablefmt="github"),
         "",

@@ -320,7 +320,7 @@ def kill_tables(kills: list[tuple[Path, dict]]) -> str:
             f'<h3>transformers {esc(k.get("transformers", "?"))}{selection}</h3><p class="kills-summary">{k["mutants"]} broken wrappers: '
             f'{k["killed"]}/{k["applicable"]} applicable (mutant, architecture) pairs killed'
             f'{", test exit code " + esc(k["exit_code"]) if "exit_code" in k else ""}.</p>'
-            f'<table class="kills"><thead><tr><th>mutant</th><th>first check that caught it (architectures)</th></tr></thead>'
+            f'<table class="kills"><thead><tr><th>mutant</th><th>the check that caught it, its aimed-at check run first (architectures)</th></tr></thead>'
             f"<tbody>{body}</tbody></table>"
         )
     return "".join(parts)

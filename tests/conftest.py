@@ -5,7 +5,7 @@ from collections import Counter
 
 from tabulate import tabulate
 
-_kills: dict[tuple[str, str], str] = {}  # (mutant, architecture) -> the first check that caught it, "n/a", ...
+_kills: dict[tuple[str, str], str] = {}  # (mutant, architecture) -> the check that caught it, "n/a", ...
 
 
 def pytest_runtest_logreport(report):
@@ -34,7 +34,7 @@ def pytest_terminal_summary(terminalreporter):
     if not _kills:
         return
     summary = kill_summary(_kills)
-    terminalreporter.section("mutation kill table: the first check that caught each mutant, per architecture")
+    terminalreporter.section("mutation kill table: the check that caught each mutant (its aimed-at check run first), per architecture")
     terminalreporter.write_line(tabulate(summary["rows"], headers=["mutant", "caught by (architectures)"], tablefmt="simple"))
     terminalreporter.write_line(f"killed {summary['killed']}/{summary['applicable']} applicable (mutant, architecture) pairs")
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import wrappers
+from conformance.suite import CHECKS
 from wrappers import CalibrationMoEBlock, LinearExperts
 from wrappers.permanent import PermanentCalibrationMoEBlock
 
@@ -525,6 +526,43 @@ CAUGHT_BY = {
     "routing_properties": ("drift_1e_4",),
     "calibration_smoke": ("ignores_calibrate_all_experts", "masks_unrouted_tokens"),
 }
+
+# The check each mutant's bug is aimed at, where CAUGHT_BY does not already say: the catalogue runs that check
+# first and the others after it (tests/test_mutants.py), so that a kill costs one check rather than every check
+# the suite runs before it. It is an order, not a verdict: a mutant the aimed-at check misses on some
+# architecture must still be caught there by another check.
+AIMED_AT = {
+    "returns_zeros": "output_matches",
+    "drops_shared_expert": "output_matches",
+    "swaps_gate_up": "output_matches",
+    "swaps_up_down": "output_matches",
+    "aliases_expert_zero": "all_experts_observed",
+    "ignores_correction_bias": "routed_tokens_only",
+    "ignores_scaling_factor": "output_matches",
+    "wrong_return_structure": "output_matches",
+    "context_not_exception_safe": "restore_semantics",
+    "softmax_instead_of_sigmoid": "routed_tokens_only",
+    "top_k_off_by_one": "routed_tokens_only",
+    "group_mask_ignored": "routed_tokens_only",
+    "normalisation_ignored": "output_matches",
+    "score_before_expert": "all_experts_observed",
+    "missing_transpose": "all_experts_observed",
+    "interleaved_read_as_concatenated": "experts_are_linear",
+    "weights_in_float32": "all_experts_observed",
+    "output_in_float32": "output_matches",
+    "scrambles_batches": "output_matches",
+    "single_token_skips_experts": "all_experts_observed",
+    "restore_returns_copy": "restore_semantics",
+    "permanent_keeps_original": "restore_semantics",
+    "masks_unrouted_tokens": "all_experts_observed",  # cheaper than calibration_smoke, which catches it too
+}
+
+
+def check_order(mutant: str) -> list[str]:
+    """Every check, the one ``mutant`` is aimed at first."""
+    aimed = [AIMED_AT[mutant]] if mutant in AIMED_AT else [c for c, names in CAUGHT_BY.items() if mutant in names][:1]
+    return aimed + [c for c in CHECKS if c not in aimed]
+
 
 # The structures of transformers 5.x alone (fused 3-D experts, model conversions of them): a mutant applying only
 # to these applies to no architecture of 4.x.

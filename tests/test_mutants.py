@@ -14,7 +14,7 @@ import wrappers
 from conformance import ImplementationError, load_cases, load_implementation, run_checks
 from conformance.suite import CHECKS
 from reference import standardize_lookup_name
-from tests.mutants import CAUGHT_BY, FUSED_EXPERTS_ONLY, MUTANTS, _deepseek_style_router
+from tests.mutants import AIMED_AT, CAUGHT_BY, FUSED_EXPERTS_ONLY, MUTANTS, _deepseek_style_router, check_order
 from tests.versions import requires_transformers_5
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +44,7 @@ def test_mutant_is_caught(mutant, case, record_property):
         verdict("load")
         assert "original" in str(error)
         return
-    stopped = [r for r in run_checks(case, impl, stop_at_first_failure=True) if not r.passed]
+    stopped = [r for r in run_checks(case, impl, checks=check_order(mutant.name), stop_at_first_failure=True) if not r.passed]
     if not stopped:
         verdict("SURVIVED")
     else:  # only a FAIL kills: an ERROR means the harness, not the mutant, was judged
@@ -52,6 +52,12 @@ def test_mutant_is_caught(mutant, case, record_property):
     assert stopped, f"mutant {mutant.name} ({mutant.bug}) survived every check on {case.model_type}"
     assert stopped[0].outcome == "failed", f"{mutant.name}: a harness error, not a kill: {stopped[0].message}"
     assert case.model_type in stopped[0].message
+
+
+def test_every_mutant_is_aimed_at_a_check():
+    assert set(AIMED_AT) <= set(MUTANTS) and set(AIMED_AT.values()) <= set(CHECKS)
+    for name in MUTANTS:
+        assert sorted(check_order(name)) == sorted(CHECKS), name
 
 
 def test_every_check_has_a_mutant_it_catches():

@@ -90,18 +90,22 @@ def test_an_implementation_other_than_the_reference_is_judged_by_its_own_coverag
     assert bare.wrapper_for(STANDARD) is None and bare.wrapper_for("Llama4TextMoe") is None
 
 
-@needs_v5
-def test_completeness_counts_a_derived_fixture_and_the_canary_names_the_class(monkeypatch):
-    impl = _unregistered(monkeypatch, STANDARD)
-    hand = _hand_without(STANDARD)
-    derived = _derived_without(STANDARD)
-    report = completeness(
+def _completeness_without(block: str, impl, derived):
+    """The completeness report as if ``block`` had no hand entry: the hand cases without it, and ``derived``."""
+    hand = _hand_without(block)
+    return completeness(
         impl.wrapper_for,
         {c.block for c in hand + list(derived.cases)},
         hand_blocks={c.block for c in hand},
         derived={c.block: c.model_type for c in derived.cases},
         derivation_problems=derived.problems,
     )
+
+
+@needs_v5
+def test_completeness_counts_a_derived_fixture_and_the_canary_names_the_class(monkeypatch):
+    impl = _unregistered(monkeypatch, STANDARD)
+    report = _completeness_without(STANDARD, impl, _derived_without(STANDARD))
     # users' semantics: covered by structure and checked by the derived fixture
     assert STANDARD not in {c.name for c in report.no_wrapper + report.no_fixture}
     line = next(line for line in unreviewed_messages(report, impl) if STANDARD in line)
@@ -114,16 +118,9 @@ def test_the_canary_says_what_a_block_no_mechanism_serves_needs(monkeypatch):
     if discovered_class(block) is None:
         pytest.skip(f"{block} is not in transformers {transformers.__version__}")
     impl = _unregistered(monkeypatch, block)
-    hand = _hand_without(block)
-    derived = derived_cases(hand, excluded=frozenset(not_calibration_targets()))
+    derived = _derived_without(block)
     assert block in derived.problems and block not in {c.block for c in derived.cases}
-    report = completeness(
-        impl.wrapper_for,
-        {c.block for c in hand + list(derived.cases)},
-        hand_blocks={c.block for c in hand},
-        derived={c.block: c.model_type for c in derived.cases},
-        derivation_problems=derived.problems,
-    )
+    report = _completeness_without(block, impl, derived)
     assert block in {c.name for c in report.no_wrapper} and block in {c.name for c in report.no_fixture}
     line = next(line for line in unreviewed_messages(report, impl) if block in line)
     assert "no generic mechanism serves it: its experts (Llama4TextExperts)" in line
