@@ -34,7 +34,7 @@ import torch
 import transformers
 from torch import nn
 
-from wrappers import CalibrationMoEBlock, LinearExperts
+from moe_conformance.wrappers import CalibrationMoEBlock, LinearExperts
 
 WARMUP, REPEATS = 2, 5
 
@@ -247,9 +247,9 @@ def main() -> None:
     args = parser.parse_args()
     REPEATS = args.repeats
     if args.grouped_output_mib is not None:
-        import wrappers.experts
+        from moe_conformance.wrappers import experts as experts_module
 
-        wrappers.experts._GROUPED_OUTPUT_BYTES = int(args.grouped_output_mib * 2**20)
+        experts_module._GROUPED_OUTPUT_BYTES = int(args.grouped_output_mib * 2**20)
         print(f"full-token outputs up to {args.grouped_output_mib} MiB gathered in groups")
     cuda = not args.cpu
     if cuda and not torch.cuda.is_available():
@@ -281,7 +281,7 @@ def main() -> None:
             torch.cuda.empty_cache()
     else:
         torch.set_num_threads(1)  # as the suite runs
-        from conformance import load_cases
+        from moe_conformance import load_cases
 
         for case in load_cases():
             if case.model_type in CPU_CASES and not case.absent_reason():

@@ -70,7 +70,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from conformance.cases import load_cases
+    from moe_conformance.cases import load_cases
 
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, {__import__('os').cpu_count()} CPUs")
     if args.threads:

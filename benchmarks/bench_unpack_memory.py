@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     import transformers
 
-    from conformance import load_cases, load_implementation
+    from moe_conformance import load_cases, load_implementation
 
     impl = load_implementation(args.impl)
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, impl {impl.describe()}")

@@ -50,8 +50,8 @@ def _init(device: str, tf32: bool, counter) -> None:
     tolerances lifted with every comparison recorded."""
     import torch
 
-    from conformance import device as devices
-    from conformance import verdicts
+    from moe_conformance import device as devices
+    from moe_conformance import verdicts
 
     torch.set_num_threads(1)
     with counter.get_lock():
@@ -82,9 +82,9 @@ def _init(device: str, tf32: bool, counter) -> None:
 
 
 def _measure(model_type: str) -> tuple[dict, list[str]]:
-    from conformance import load_cases, load_implementation
-    from conformance.outcomes import evaluate
-    from conformance.suite import CHECKS
+    from moe_conformance import load_cases, load_implementation
+    from moe_conformance.outcomes import evaluate
+    from moe_conformance.suite import CHECKS
 
     case = next(c for c in load_cases() if c.model_type == model_type)
     impl = load_implementation("reference")
@@ -105,11 +105,11 @@ def kernels(device: str) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from conformance import device as devices
-    from conformance import load_cases
-    from conformance.checks_routing import _dispatched_experts
-    from conformance.setting import Setting, build_block
-    from conformance.verdicts import dtype_name
+    from moe_conformance import device as devices
+    from moe_conformance import load_cases
+    from moe_conformance.checks_routing import _dispatched_experts
+    from moe_conformance.setting import Setting, build_block
+    from moe_conformance.verdicts import dtype_name
 
     devices.set_run_device(device)
     devices.prepare(device)
@@ -143,9 +143,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args()
 
-    from conformance import device as devices
-    from conformance import load_cases
-    from conformance.verdicts import TOLERANCES, dtype_name
+    from moe_conformance import device as devices
+    from moe_conformance import load_cases
+    from moe_conformance.verdicts import TOLERANCES, dtype_name
 
     device = devices.resolve(args.device)
     if args.kernels:

@@ -12,7 +12,7 @@ project (a temporary folder; the checkout is not touched):
 - makes the scratch `wrappers` forget those blocks' table lines and registered names once it has imported its
   modules (as if the lines had never been written; the names of hand-written mechanisms stay);
 
-then runs `pytest conformance` there (the scratch packages first on the path, `MOE_CONFORMANCE_FIXTURES` at
+then runs `pytest moe_conformance` there (the scratch packages first on the path, `MOE_CONFORMANCE_FIXTURES` at
 the scratch fixtures) on the derived cases and the completeness test, and prints, per removed block, whether
 the reference still covers it, whether a fixture was derived, and whether every check passed; each failure
 with its reason.
@@ -34,15 +34,19 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-COPIED = ("conformance", "wrappers", "reference", "fixtures", "pyproject.toml")
+# The scratch copy is laid out as the installed package is (moe_conformance with its reference, wrappers and
+# fixtures inside), so that on PYTHONPATH it shadows the checkout's editable install.
+COPIED = {"conformance": "moe_conformance", "wrappers": "moe_conformance/wrappers",
+          "reference": "moe_conformance/reference", "fixtures": "moe_conformance/fixtures",
+          "pyproject.toml": "pyproject.toml"}
 _TABLE = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
 
 
 def standard_v5_entries() -> dict[str, str]:
     """model_type -> block class of the hand-written entries whose block a generic mechanism serves as fused
     v5 experts in the installed transformers."""
-    from conformance.cases import load_cases
-    from wrappers.blocks import FusedExpertsMechanism, mechanism_for_class
+    from moe_conformance.cases import load_cases
+    from moe_conformance.wrappers.blocks import FusedExpertsMechanism, mechanism_for_class
 
     entries = {}
     for case in load_cases(derive=False):
@@ -65,21 +69,21 @@ def drop_tables(toml_text: str, model_types: set[str]) -> str:
 
 
 def make_scratch(root: Path, model_types: set[str], block_names: set[str]) -> None:
-    for name in COPIED:
+    for name, target in COPIED.items():
         source = REPO / name
         if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source, root / target, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy2(source, root / name)
-    for path in (root / "fixtures").glob("*.toml"):
+            shutil.copy2(source, root / target)
+    for path in (root / COPIED["fixtures"]).glob("*.toml"):
         path.write_text(drop_tables(path.read_text(), model_types))
     # After every wrappers module has registered its names: forget the standard blocks' names, so that only
     # the structural coverage (the registry's class resolver) can cover them.
-    with open(root / "wrappers" / "__init__.py", "a") as f:
+    with open(root / COPIED["wrappers"] / "__init__.py", "a") as f:
         f.write(textwrap.dedent(f"""
 
             # -- benchmarks/zero_day.py scratch copy: these blocks' table lines were never written --
-            from reference.calibration import standardize_lookup_name as _standardize
+            from moe_conformance.reference.calibration import standardize_lookup_name as _standardize
             for _name in {sorted(block_names)!r}:
                 if BLOCK_MECHANISMS.get(_name, GENERIC) is GENERIC:
                     BLOCK_MECHANISMS.pop(_name, None)
@@ -93,15 +97,17 @@ def make_scratch(root: Path, model_types: set[str], block_names: set[str]) -> No
 
 
 def scratch_env(root: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(root), "MOE_CONFORMANCE_FIXTURES": str(root / "fixtures")}
+    return {**os.environ, "PYTHONPATH": str(root), "MOE_CONFORMANCE_FIXTURES": str(root / COPIED["fixtures"])}
 
 
 _INSPECT = """
-import json, sys, wrappers, conformance
-from conformance.cases import load_cases
-from conformance.derived_fixtures import HAND, derived_cases
-from conformance.discovery import not_calibration_targets
-from conformance.impl import load_implementation
+import json, sys
+import moe_conformance as conformance
+from moe_conformance import wrappers
+from moe_conformance.cases import load_cases
+from moe_conformance.derived_fixtures import HAND, derived_cases
+from moe_conformance.discovery import not_calibration_targets
+from moe_conformance.impl import load_implementation
 hand = load_cases(derive=False)
 derived = derived_cases(hand, excluded=frozenset(not_calibration_targets()))
 impl = load_implementation("reference")
@@ -122,7 +128,7 @@ def inspect_scratch(root: Path, blocks: set[str]) -> dict:
     info = json.loads(run.stdout.strip().splitlines()[-1])
     if not all(Path(p).resolve().is_relative_to(root.resolve()) for p in info["packages"]):
         sys.exit(f"zero_day: the scratch run imported {info['packages']}, not the scratch copy at {root}")
-    from reference.calibration import standardize_lookup_name
+    from moe_conformance.reference.calibration import standardize_lookup_name
 
     still = sorted(b for b in blocks if standardize_lookup_name(b) in info["registered"])
     if still:
@@ -137,7 +143,7 @@ def run_suite(root: Path, model_types: list[str], workers: str, extra_k: str | N
         select = f"({select}) and ({extra_k})"
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider", "-n", workers, "-k", select,
+        [sys.executable, "-m", "pytest", "moe_conformance", "-q", "-p", "no:cacheprovider", "-n", workers, "-k", select,
          "--moe-report", str(report)],
         cwd=root, env=scratch_env(root), capture_output=True, text=True,
     )
@@ -176,7 +182,7 @@ def main() -> None:
         if r.get("fixture") == "derived":
             by_arch[r["arch"]].append(r)
     print(f"zero-day coverage: transformers {transformers.__version__}, torch {torch.__version__}; "
-          f"scratch run `pytest conformance -n {args.n}` {elapsed:.1f} s")
+          f"scratch run `pytest moe_conformance -n {args.n}` {elapsed:.1f} s")
     print(f"{len(blocks)} blocks served by FusedExpertsMechanism had a hand entry and a registered name; both removed")
     covered = [b for b in sorted(blocks) if info["covered"].get(b)]
     checked = [b for b in sorted(blocks) if b in derived]

@@ -1,8 +1,9 @@
 """moe-conformance: the conformance suite for Mixture-of-Experts calibration wrappers.
 
-Use it from pytest (``pytest conformance --impl SPEC``) or as plain functions::
+Use it from pytest (``pytest --pyargs moe_conformance --impl SPEC`` installed, ``pytest conformance`` in a
+checkout) or as plain functions::
 
-    from conformance import load_cases, load_implementation, run_checks
+    from moe_conformance import load_cases, load_implementation, run_checks
     impl = load_implementation("mypkg.moe_wrappers")
     for case in load_cases():
         if not case.absent_reason():
@@ -10,13 +11,42 @@ Use it from pytest (``pytest conformance --impl SPEC``) or as plain functions::
                 print(result)
 """
 
-from .cases import ArchCase, load_cases
-from .fixture_files import FixtureError
-from .impl import ContractLevels, Implementation, ImplementationError, load_implementation
-from .outcomes import Outcome, evaluate
-from .setting import Setting
-from .suite import CHECKS, CheckResult, CheckSpec, run_checks
-from .verdicts import ConformanceFailure, HarnessError, NotApplicable
+# Exported lazily: importing the package (as pytest's entry point does for moe_conformance.options, in every run
+# of the environment) must not import torch or transformers.
+_EXPORTS = {
+    "ArchCase": "cases",
+    "load_cases": "cases",
+    "FixtureError": "fixture_files",
+    "ContractLevels": "impl",
+    "Implementation": "impl",
+    "ImplementationError": "impl",
+    "load_implementation": "impl",
+    "Outcome": "outcomes",
+    "evaluate": "outcomes",
+    "Setting": "setting",
+    "CHECKS": "suite",
+    "CheckResult": "suite",
+    "CheckSpec": "suite",
+    "run_checks": "suite",
+    "ConformanceFailure": "verdicts",
+    "HarnessError": "verdicts",
+    "NotApplicable": "verdicts",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "CHECKS",

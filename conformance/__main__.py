@@ -1,4 +1,4 @@
-"""``python -m conformance --list-checks``: the check table, one row per check with its one-line contract, read
+"""``python -m moe_conformance --list-checks``: the check table, one row per check with its one-line contract, read
 from the ``CheckSpec``s (``suite.CHECKS``). README's check table is this output, and a test keeps it so."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def check_table() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conformance", description="moe-conformance: the suite's checks.")
+    parser = argparse.ArgumentParser(prog="python -m moe_conformance", description="moe-conformance: the suite's checks.")
     parser.add_argument("--list-checks", action="store_true", help="print the check table (Markdown), one line per check with its contract")
     args = parser.parse_args(argv)
     if not args.list_checks:

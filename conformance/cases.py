@@ -20,8 +20,13 @@ from torch import nn
 
 __all__ = ["ArchCase", "load_cases", "randomise_", "FIXTURES_DIR", "Shape", "SHAPES"]
 
-# The fixtures folder beside the packages (an editable install / a checkout); MOE_CONFORMANCE_FIXTURES overrides.
-FIXTURES_DIR = Path(os.environ.get("MOE_CONFORMANCE_FIXTURES", Path(__file__).resolve().parent.parent / "fixtures"))
+# The fixture files: package data of an installed moe_conformance (moe_conformance/fixtures), the fixtures/ folder
+# of a checkout (which an editable install maps to); MOE_CONFORMANCE_FIXTURES overrides either.
+_PACKAGE = Path(__file__).resolve().parent
+_INSTALLED_FIXTURES = _PACKAGE / "fixtures"
+FIXTURES_DIR = Path(os.environ.get(
+    "MOE_CONFORMANCE_FIXTURES", _INSTALLED_FIXTURES if _INSTALLED_FIXTURES.is_dir() else _PACKAGE.parent / "fixtures",
+))
 
 Shape = tuple[int, int]
 # (batch, sequence): batch > 1 with an odd length, a single token, batch 1, and a longer batch so that

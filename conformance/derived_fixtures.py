@@ -77,7 +77,7 @@ def _derive(hand_blocks: frozenset[str], taken: frozenset[str], excluded: frozen
 
 def derive_case(moe_class: MoEClass, taken_names: set[str] | frozenset[str] = frozenset()) -> ArchCase:
     """The derived case of one discovered class; ``DerivationError`` says why there is none."""
-    from wrappers.blocks import mechanism_for_class
+    from moe_conformance.wrappers.blocks import mechanism_for_class
 
     try:
         modeling = importlib.import_module(f"transformers.models.{moe_class.module}")

@@ -33,8 +33,8 @@ __all__ = [
     "set_run_device",
 ]
 
-ENV_VAR = "MOE_CONFORMANCE_DEVICE"
-CHOICES = ("cpu", "cuda", "auto")
+from .options import DEVICE_CHOICES as CHOICES, DEVICE_VAR as ENV_VAR  # noqa: E402  (declared with the options)
+
 # The dtypes the dtype-dependent checks run in, per device: float16 only where it is a calibration dtype (GPUs);
 # on a CPU float16 matmuls are emulated and nobody calibrates in them.
 DTYPES: dict[str, tuple[torch.dtype, ...]] = {

@@ -253,6 +253,6 @@ def _reference_verdict(name: str):
     block_cls = discovered_class(name)
     if block_cls is None:
         return None
-    from wrappers.blocks import mechanism_for_class
+    from moe_conformance.wrappers.blocks import mechanism_for_class
 
     return mechanism_for_class(block_cls)

@@ -55,7 +55,7 @@ __all__ = [
     "lookup_key",
 ]
 
-ENV_VAR = "MOE_CONFORMANCE_IMPL"
+from .options import IMPL_VAR as ENV_VAR  # noqa: E402  (declared with the options)
 WRAPPER_KEYWORDS = ("original", "config", "calibrate_all_experts")
 
 
@@ -165,7 +165,7 @@ def load_implementation(spec: str | None = None) -> Implementation:
 
     spec = (spec or os.environ.get(ENV_VAR) or "reference").strip()
     if spec == "reference":
-        return impl_registry.from_registry("reference", "wrappers", "reference.calibration")
+        return impl_registry.from_registry("reference", "moe_conformance.wrappers", "moe_conformance.reference.calibration")
     if spec == "llmcompressor" and not _has_module("llmcompressor.modeling.moe.linearize"):
         return impl_registry.from_registry("llmcompressor", "llmcompressor.modeling", "llmcompressor.modeling.moe_context")
     if spec in ("llmcompressor", *BUILTIN_PEERS):  # llm-compressor >= 0.12, Defuser, auto-round (conformance.peers)

@@ -1,5 +1,6 @@
-"""pytest plugin (registered through the ``pytest11`` entry point): the ``--impl`` option, the implementation
-fixture, and the architecture x check table at the end of a run.
+"""The suite's pytest plugin: the implementation fixture, the run header, and the architecture x check table at
+the end of a run. Its command-line options are declared by ``options.py``; this module is registered only where
+the suite runs (``register``, called by the suite's ``conftest.py`` and the project's ``tests/conftest.py``).
 
 ``--impl SPEC`` (or ``MOE_CONFORMANCE_IMPL=SPEC``) picks the implementation under test; a spec that cannot be
 used, or a fixture file that breaks the schema, stops the run with one error line (pytest's usage error, exit
@@ -28,55 +29,14 @@ from .reporting import FULL_TRACEBACK_STYLES, short_report
 _IMPL = pytest.StashKey[Implementation]()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("moe-conformance")
-    group.addoption(
-        "--impl",
-        default=None,
-        metavar="SPEC",
-        help=f"implementation under test: 'reference' (default: this project's wrappers), 'llmcompressor' (its "
-        f"MoECalibrationModule registry and context), or a dotted module path (or module.path:NAME) defining "
-        f"CALIBRATION_WRAPPERS (a registry: block class name -> wrapper class, optionally moe_calibration_context) "
-        f"or prepare_model (a model conversion, optionally calibration_mode and CONTRACT_LEVELS) (also ${ENV_VAR})",
-    )
-    group.addoption(
-        "--moe-report",
-        default=None,
-        metavar="PATH",
-        help="write every conformance result with the environment as JSON to PATH (docs/results-schema.md)",
-    )
-    group.addoption(
-        "--covered-only",
-        action="store_true",
-        default=False,
-        help="for wrapper packages that target some architectures only: an architecture the implementation does "
-        "not cover is skipped rather than failed (its 'covered' test and registry_completeness's uncovered "
-        "classes); the run still lists every uncovered one",
-    )
-    group.addoption(
-        "--device",
-        default=None,
-        choices=devices.CHOICES,
-        help=f"where blocks and models run: cpu (default), cuda (fails where there is none; several GPUs: one per "
-        f"xdist worker) or auto (cuda where available) (also ${devices.ENV_VAR})",
-    )
-    group.addoption(
-        "--load",
-        default=None,
-        choices=("cast", "config_dtype", "both"),
-        help="how bfloat16 models get their dtype: 'cast' (default: .to(dtype), config.dtype unset), "
-        "'config_dtype' (as from_pretrained(dtype=...) leaves config.dtype), or 'both' as separate settings "
-        "whose ids end in -cast / -config_dtype (also $MOE_CONFORMANCE_LOAD)",
-    )
-    group.addoption(
-        "--require-reviewed",
-        action="store_true",
-        default=False,
-        help="canary mode (tox -e tf-newest): registry_completeness also fails for every MoE class of the "
-        "installed transformers that no hand-written fixture entry checks, saying per class whether the "
-        "implementation already covers it and a derived fixture checks it, or what it needs. Without it, "
-        "derived fixtures count as checking",
-    )
+def register(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Register this plugin once, however many of the suite's conftests ask (``pytest conformance tests`` loads
+    two) and whether or not the user also passed ``-p moe_conformance.plugin``."""
+    import sys
+
+    module = sys.modules[__name__]
+    if not pluginmanager.is_registered(module):
+        pluginmanager.register(module, "moe_conformance.plugin")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from conformance import device
-from conformance.cases import load_cases
-from conformance.outcomes import ERROR, FAILED, NOT_APPLICABLE, NOT_OFFERED, SKIPPED, XFAIL, evaluate
-from conformance.suite import CHECKS
-from conformance.verdicts import ConformanceFailure
+from moe_conformance import device
+from moe_conformance.cases import load_cases
+from moe_conformance.outcomes import ERROR, FAILED, NOT_APPLICABLE, NOT_OFFERED, SKIPPED, XFAIL, evaluate
+from moe_conformance.suite import CHECKS
+from moe_conformance.verdicts import ConformanceFailure
 
 CASES = load_cases()
 

@@ -1,4 +1,4 @@
-"""Reference calibration framework (llm-compressor 0.11 compatible). ``import wrappers`` registers the wrappers."""
+"""Reference calibration framework (llm-compressor 0.11 compatible). ``import moe_conformance.wrappers`` registers the wrappers."""
 
 from .calibration import (
     MoECalibrationModule,

@@ -55,7 +55,7 @@ def run_suite(impl: str, workers: str, keyword: str | None, device: str | None) 
 
 
 def results_summary(results: list[dict], other_failures: list[dict], exit_code: int) -> dict:
-    from conformance.results import summary
+    from moe_conformance.results import summary
 
     return summary(results, other_failures, exit_code)
 
@@ -88,8 +88,8 @@ def provenance(data: dict) -> str:
 
 
 def render(data: dict) -> str:
-    from conformance.plugin import summarise, uncovered_lines
-    from conformance.suite import CHECKS
+    from moe_conformance.plugin import summarise, uncovered_lines
+    from moe_conformance.suite import CHECKS
 
     env, results = data["environment"], data["results"]
     headers, rows = summarise(results)
@@ -199,7 +199,7 @@ def kill_table_section(kills: dict) -> str:
 
 
 def suite_failed(data: dict) -> bool:
-    from conformance.results import suite_status
+    from moe_conformance.results import suite_status
 
     return suite_status(data.get("exit_code"), data["results"], data.get("other_failures")) == "failed"
 

@@ -37,7 +37,7 @@ GREEN = {"passed", "skipped", "n/a", "not offered", "xfail"}
 def run(spec: str, workers: str, keyword: str | None, merge: bool = False) -> int:
     import generate
 
-    from conformance.impl import load_implementation
+    from moe_conformance.impl import load_implementation
 
     impl = load_implementation(spec)  # fails here, in one line, when the peer is not installed
     os.environ["MOE_CONFORMANCE_LOAD"] = "both"
@@ -77,8 +77,8 @@ def coverage_notes(spec: str, results: list[dict]) -> dict[str, str]:
     for the composite model users load rather than for the fixture's text model (``coverage_note``)."""
     import importlib
 
-    from conformance.cases import load_cases
-    from conformance.peers import ADAPTERS
+    from moe_conformance.cases import load_cases
+    from moe_conformance.peers import ADAPTERS
 
     adapter = importlib.import_module(ADAPTERS[spec])
     note = getattr(adapter, "coverage_note", None)
@@ -126,7 +126,7 @@ def load_section(results: list[dict]) -> str:
 def cell(results: list[dict], note: str | None = None) -> str:
     """One architecture of one scoreboard: ``skip`` (absent), ``uncovered``, ``ok``, or the failing checks (with
     ``cast`` when every failure of that check is on the cast load path only)."""
-    from conformance.suite import CHECKS
+    from moe_conformance.suite import CHECKS
 
     if all(r["outcome"] == "skipped" for r in results):
         return "skip"

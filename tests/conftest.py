@@ -1,4 +1,6 @@
-"""The mutation kill table, printed at the end of a run of tests/test_mutants.py (on the xdist controller too)."""
+"""The project's own tests run with the suite's plugin (its hypothesis profiles, one thread per process, the
+device), and print the mutation kill table at the end of a run of tests/test_mutants.py (on the xdist controller
+too)."""
 
 import json
 from collections import Counter
@@ -37,6 +39,12 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("mutation kill table: the check that caught each mutant (its aimed-at check run first), per architecture")
     terminalreporter.write_line(tabulate(summary["rows"], headers=["mutant", "caught by (architectures)"], tablefmt="simple"))
     terminalreporter.write_line(f"killed {summary['killed']}/{summary['applicable']} applicable (mutant, architecture) pairs")
+
+
+def pytest_addhooks(pluginmanager):
+    from moe_conformance import plugin
+
+    plugin.register(pluginmanager)
 
 
 def pytest_addoption(parser):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from wrappers.experts import LinearExperts, is_fused_experts
+from moe_conformance.wrappers.experts import LinearExperts, is_fused_experts
 
 __all__ = ["BUGS", "CONTRACT_LEVELS", "CONVERSION_MUTANTS", "Conversion", "ConversionMutant", "RestoringConversion", "calibration_mode", "converts", "prepare_model"]
 

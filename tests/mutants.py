@@ -16,10 +16,10 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-import wrappers
-from conformance.suite import CHECKS
-from wrappers import CalibrationMoEBlock, LinearExperts
-from wrappers.permanent import PermanentCalibrationMoEBlock
+from moe_conformance import wrappers
+from moe_conformance.suite import CHECKS
+from moe_conformance.wrappers import CalibrationMoEBlock, LinearExperts
+from moe_conformance.wrappers.permanent import PermanentCalibrationMoEBlock
 
 from .conversion_impl import CONVERSION_MUTANTS, converts
 from .versions import TRANSFORMERS_5

@@ -2,6 +2,6 @@
 reference wrapper class, registered for ``MixtralSparseMoeBlock`` and nothing else. ``--impl tests.single_architecture`` is what a third-party
 package covering some architectures looks like to the suite (``tests/test_covered_only.py``)."""
 
-from wrappers import CalibrationMoEBlock
+from moe_conformance.wrappers import CalibrationMoEBlock
 
 CALIBRATION_WRAPPERS = {"MixtralSparseMoeBlock": CalibrationMoEBlock}

@@ -16,12 +16,12 @@ from tests.versions import requires_transformers_5
 import torch
 from torch import nn
 
-import wrappers
-from conformance import CHECKS, Implementation, ImplementationError, load_cases, load_implementation, run_checks
-from conformance.impl import lookup_key
-from conformance.impl_registry import RegistryImplementation
+from moe_conformance import wrappers
+from moe_conformance import CHECKS, Implementation, ImplementationError, load_cases, load_implementation, run_checks
+from moe_conformance.impl import lookup_key
+from moe_conformance.impl_registry import RegistryImplementation
 from tests.conversion_impl import Conversion, converts
-from wrappers.experts import LinearExperts, dispatch_to_experts
+from moe_conformance.wrappers.experts import LinearExperts, dispatch_to_experts
 
 pytestmark = requires_transformers_5
 
@@ -122,8 +122,9 @@ def test_not_offered_shows_in_the_table():
 
 def test_the_harness_does_not_import_the_reference():
     code = (
-        "import sys, conformance, conformance.suite, conformance.plugin, conformance.checks;"
-        "assert not {'reference', 'wrappers'} & set(sys.modules), sorted({'reference', 'wrappers'} & set(sys.modules))"
+        "import sys, moe_conformance, moe_conformance.suite, moe_conformance.plugin, moe_conformance.checks;"
+        "judges = {'moe_conformance.reference', 'moe_conformance.wrappers'};"
+        "assert not judges & set(sys.modules), sorted(judges & set(sys.modules))"
     )
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]

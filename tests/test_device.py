@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conformance import device as devices
-from conformance import load_cases
-from conformance.suite import CHECKS
-from conformance.verdicts import TOLERANCES, ConformanceFailure, compare_outputs, tolerance
+from moe_conformance import device as devices
+from moe_conformance import load_cases
+from moe_conformance.suite import CHECKS
+from moe_conformance.verdicts import TOLERANCES, ConformanceFailure, compare_outputs, tolerance
 
 REPO = Path(__file__).resolve().parent.parent
 CASE = next(case for case in load_cases() if case.model_type == "glm4_moe_lite")

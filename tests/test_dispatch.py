@@ -9,7 +9,7 @@ from tests.versions import requires_transformers_5
 import torch
 from torch import nn
 
-from wrappers import dispatch_to_experts
+from moe_conformance.wrappers import dispatch_to_experts
 
 
 def loop_dispatch(experts, hidden_states, top_k_index, top_k_weights, calibrate_all_experts, accumulate_dtype=None, weighted_fn=None):
@@ -116,10 +116,10 @@ def test_matches_the_per_expert_loop_bitwise(device, calibrate_all, tokens, k, n
 def test_gathers_one_by_one_or_in_groups_alike(monkeypatch, grouped_output_bytes, group_bytes):
     """All-experts mode gathers small outputs in groups of consecutive experts, large ones one by one: the same
     rows either way."""
-    import wrappers.experts
+    from moe_conformance.wrappers import experts as experts_module
 
-    monkeypatch.setattr(wrappers.experts, "_GROUPED_OUTPUT_BYTES", grouped_output_bytes)
-    monkeypatch.setattr(wrappers.experts, "_GATHER_GROUP_BYTES", group_bytes)
+    monkeypatch.setattr(experts_module, "_GROUPED_OUTPUT_BYTES", grouped_output_bytes)
+    monkeypatch.setattr(experts_module, "_GATHER_GROUP_BYTES", group_bytes)
     generator = torch.Generator().manual_seed(2)
     hidden = torch.randn(40, 20, generator=generator)
     index = _routing(40, 3, 11, generator)
@@ -174,7 +174,7 @@ def test_default_gate_is_the_concatenated_arithmetic(device):
     from transformers.models.qwen3_moe import Qwen3MoeConfig
     from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeExperts
 
-    from wrappers.experts import ExpertMLP, unpack_fused_experts
+    from moe_conformance.wrappers.experts import ExpertMLP, unpack_fused_experts
 
     config = Qwen3MoeConfig(hidden_size=32, moe_intermediate_size=24, num_experts=4, num_experts_per_tok=2)
     fused = Qwen3MoeExperts(config)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conformance.cases import FIXTURES_DIR, ArchCase, load_cases
-from conformance.fixture_files import FixtureError, fixture_keys
-from conformance.suite import CHECKS
-from conformance.verdicts import TOLERANCE, ConformanceFailure, compare_outputs
+from moe_conformance.cases import FIXTURES_DIR, ArchCase, load_cases
+from moe_conformance.fixture_files import FixtureError, fixture_keys
+from moe_conformance.suite import CHECKS
+from moe_conformance.verdicts import TOLERANCE, ConformanceFailure, compare_outputs
 
 
 def test_every_entry_is_complete_and_its_variants_exist():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance import ImplementationError, load_implementation
+from moe_conformance import ImplementationError, load_implementation
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,7 +52,7 @@ def test_env_var_is_honoured():
 
 def test_module_without_context_uses_the_reference_context(monkeypatch):
     module = types.ModuleType("third_party_wrappers")
-    from wrappers import CalibrationMoEBlock
+    from moe_conformance.wrappers import CalibrationMoEBlock
 
     module.CALIBRATION_WRAPPERS = {"Glm4MoeMoE": CalibrationMoEBlock}
     monkeypatch.setitem(sys.modules, "third_party_wrappers", module)

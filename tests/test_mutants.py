@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 from hypothesis import Phase, settings
 
-import wrappers
-from conformance import ImplementationError, load_cases, load_implementation, run_checks
-from conformance.suite import CHECKS
-from reference import standardize_lookup_name
+from moe_conformance import ImplementationError, load_cases, load_implementation, run_checks, wrappers
+from moe_conformance.reference import standardize_lookup_name
+from moe_conformance.suite import CHECKS
 from tests.mutants import AIMED_AT, CAUGHT_BY, FUSED_EXPERTS_ONLY, MUTANTS, _deepseek_style_router, check_order
 from tests.versions import requires_transformers_5
 

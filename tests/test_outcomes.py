@@ -18,9 +18,9 @@ import pytest
 
 from tests.versions import requires_transformers_5
 
-from conformance import CHECKS, Setting, evaluate, load_cases, load_implementation
-from conformance.cases import FIXTURES_DIR
-from wrappers import CalibrationMoEBlock
+from moe_conformance import CHECKS, Setting, evaluate, load_cases, load_implementation
+from moe_conformance.cases import FIXTURES_DIR
+from moe_conformance.wrappers import CalibrationMoEBlock
 
 pytestmark = requires_transformers_5
 
@@ -70,9 +70,9 @@ def test_a_fixture_config_that_cannot_be_built_is_an_error():
 
 
 def test_a_bug_in_the_harness_is_an_error(monkeypatch):
-    import conformance.checks_structure
+    from moe_conformance import checks_structure
 
-    monkeypatch.setattr(conformance.checks_structure, "expert_layout", lambda case, block: 1 / 0)
+    monkeypatch.setattr(checks_structure, "expert_layout", lambda case, block: 1 / 0)
     outcome = evaluate(CASE, CHECKS["experts_are_linear"], _setting("experts_are_linear"), REFERENCE)
     assert outcome.kind == "error" and "harness error ZeroDivisionError" in outcome.message, outcome
 

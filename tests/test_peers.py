@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from conformance import ImplementationError, load_cases, load_implementation, run_checks
-from conformance.setting import Setting, build_block, build_model
-from conformance.suite import CHECKS, LOAD_VAR
+from moe_conformance import ImplementationError, load_cases, load_implementation, run_checks
+from moe_conformance.setting import Setting, build_block, build_model
+from moe_conformance.suite import CHECKS, LOAD_VAR
 from tests import conversion_impl
 
 CASES = {case.model_type: case for case in load_cases() if not case.absent_reason()}

@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import wrappers
-from conformance import load_cases, load_implementation
-from conformance.checks_model import model_output
-from reference import standardize_lookup_name
-from wrappers.permanent import PermanentCalibrationMoEBlock
+from moe_conformance import wrappers
+from moe_conformance import load_cases, load_implementation
+from moe_conformance.checks_model import model_output
+from moe_conformance.reference import standardize_lookup_name
+from moe_conformance.wrappers.permanent import PermanentCalibrationMoEBlock
 
 CASES = [
     case for case in load_cases()
@@ -38,7 +38,7 @@ def _saved_state(folder: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.model_type)
 def test_checkpoint_round_trip_is_bit_exact(case, tmp_path):
-    impl = load_implementation("wrappers.permanent")
+    impl = load_implementation("moe_conformance.wrappers.permanent")
     model, _ = case.make_model(seed=1)
     inputs = case.make_model_inputs((1, 5), seed=0)
     with impl.calibration_context(model):

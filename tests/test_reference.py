@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from reference import MoECalibrationModule, calibration_context, moe_calibration_context, standardize_lookup_name
+from moe_conformance.reference import MoECalibrationModule, calibration_context, moe_calibration_context, standardize_lookup_name
 
 
 class ToyExperts(nn.Module):
@@ -166,8 +166,8 @@ def test_one_table_maps_block_classes_to_mechanisms():
     """wrappers/table.py is the only place a block class name is given a wrapper and a mechanism: every name
     ``import wrappers`` registers is in it, each value is a mechanism (or GENERIC), and nothing else keeps a
     registry of its own."""
-    import wrappers
-    from wrappers.blocks import CalibrationMoEBlock
+    from moe_conformance import wrappers
+    from moe_conformance.wrappers.blocks import CalibrationMoEBlock
 
     assert set(wrappers.GENERIC_BLOCKS) == {standardize_lookup_name(name) for name in wrappers.BLOCK_MECHANISMS}
     for name, mechanism in wrappers.BLOCK_MECHANISMS.items():

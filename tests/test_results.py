@@ -19,7 +19,7 @@ from tests.versions import requires_transformers_5
 import torch
 import transformers
 
-from conformance.results import SCHEMA_VERSION, load_schema
+from moe_conformance.results import SCHEMA_VERSION, load_schema
 
 REPO = Path(__file__).resolve().parent.parent
 # One test of each outcome the suite gives on the reference, where the installed transformers has it: passed,

@@ -11,12 +11,12 @@ import pytest
 import transformers
 from packaging.version import Version
 
-from conformance import load_cases, load_implementation, run_checks
-from conformance.derived_fixtures import DERIVED, derived_cases
-from conformance.discovery import completeness, discovered_class, not_calibration_targets, unreviewed_messages
-from conformance.impl_registry import RegistryImplementation
-from reference import MoECalibrationModule, standardize_lookup_name
-from wrappers.blocks import CalibrationMoEBlock, FusedExpertsMechanism, mechanism_for_class
+from moe_conformance import load_cases, load_implementation, run_checks
+from moe_conformance.derived_fixtures import DERIVED, derived_cases
+from moe_conformance.discovery import completeness, discovered_class, not_calibration_targets, unreviewed_messages
+from moe_conformance.impl_registry import RegistryImplementation
+from moe_conformance.reference import MoECalibrationModule, standardize_lookup_name
+from moe_conformance.wrappers.blocks import CalibrationMoEBlock, FusedExpertsMechanism, mechanism_for_class
 
 # A block of the v5 standard contract with a hand entry and a registered name: the stand-in for a new one.
 STANDARD = "Qwen3MoeSparseMoeBlock"

@@ -1,4 +1,4 @@
-"""Reference calibration wrappers. Importing this package registers them with ``reference.MoECalibrationModule``.
+"""Reference calibration wrappers. Importing this package registers them with ``moe_conformance.reference.MoECalibrationModule``.
 
 Every block is served by ``CalibrationMoEBlock``, which keeps the block's own routing and replaces only the
 expert dispatch (``blocks.py``) by a *mechanism*. ``table.py`` is the one table from block class name to
@@ -11,7 +11,7 @@ resolver, so ``moe_calibration_context`` wraps any transformers block class whos
 generic mechanism serves (``mechanism_for_class``), the day a release adds it. Registered names come first.
 """
 
-from reference import MoECalibrationModule
+from moe_conformance.reference import MoECalibrationModule
 
 from .blocks import (
     CalibrationMoEBlock,

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from reference import MoECalibrationModule
+from moe_conformance.reference import MoECalibrationModule
 
 from .experts import _V5_EXPERTS_PARAMETERS, LinearExperts, dispatch_to_experts, is_fused_experts
 

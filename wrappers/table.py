@@ -17,7 +17,7 @@ covered the day they land. Listing one makes that explicit (and covers it where 
 
 from __future__ import annotations
 
-from reference import MoECalibrationModule
+from moe_conformance.reference import MoECalibrationModule
 
 from .blocks import CalibrationMoEBlock
 from .capacity_routed import NllbMoeMechanism, SwitchMechanism

@@ -14,9 +14,9 @@ import importlib
 from types import SimpleNamespace
 
 ADAPTERS = {
-    "llmcompressor": "conformance.peers.llmc_linearize",
-    "defuser": "conformance.peers.defuser_convert",
-    "auto_round": "conformance.peers.auto_round_replace",
+    "llmcompressor": "moe_conformance.peers.llmc_linearize",
+    "defuser": "moe_conformance.peers.defuser_convert",
+    "auto_round": "moe_conformance.peers.auto_round_replace",
 }
 
 
