@@ -166,7 +166,7 @@ def grouped_section(results: list[dict], kinds: tuple[str, ...], title: str) -> 
     return lines + [""]
 
 
-def run_kill_table(workers: str, keyword: str | None) -> dict:
+def run_kill_table(workers: str, keyword: str | None, device: str | None) -> dict:
     """The mutation kill table of tests/test_mutants.py (tests/conftest.py's kill_summary): per mutant, the
     check that caught it (the one it is aimed at runs first: tests/mutants.py's check_order), counted over the architectures it applies to; with what ran it."""
     from importlib.metadata import version
@@ -175,12 +175,24 @@ def run_kill_table(workers: str, keyword: str | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "kills.json"
         command = [sys.executable, "-m", "pytest", "tests/test_mutants.py", "-q", "-n", workers, "-k", selection, f"--kill-report={raw}"]
+        command += ["--device", device] if device else []
         run = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         if not raw.exists():
             sys.exit(f"the mutation tests produced no kill table (exit {run.returncode}):\n{run.stdout[-3000:]}")
         kills = json.loads(raw.read_text())
+    # The device it ran on: a kill table belongs to the reports of that transformers version on that device only.
     return {"schema": "moe-conformance/kill-table", "transformers": version("transformers"), "torch": version("torch"),
-            "exit_code": run.returncode, "selection": keyword, **kills}
+            "device": device or "cpu", "exit_code": run.returncode, "selection": keyword, **kills}
+
+
+def kill_key(kills: dict) -> tuple[str, str]:
+    """(transformers, device) of a kill table; tables written before the device was recorded ran on the CPU."""
+    return kills["transformers"], kills.get("device", "cpu")
+
+
+def device_kind(data: dict) -> str:
+    device = data["environment"].get("device") or {}
+    return device.get("kind", "cpu") if isinstance(device, dict) else "cpu"
 
 
 def kill_table_section(kills: dict) -> str:
@@ -214,8 +226,7 @@ def dumps(data: dict) -> str:
 def stem_of(data: dict, impl: str) -> str:
     implementation = data.get("implementation")
     name = implementation["name"] if isinstance(implementation, dict) else data["environment"]["implementation"].split(" ")[0]
-    device = data["environment"].get("device") or {}
-    kind = device.get("kind", "cpu") if isinstance(device, dict) else "cpu"
+    kind = device_kind(data)
     name = name or impl
     return f"{name.replace(':', '-').replace('.', '_')}-transformers-{data['environment']['transformers']}" + ("" if kind == "cpu" else f"-{kind}")
 
@@ -242,17 +253,18 @@ def main() -> int:
     # Given files: results of one column (version x implementation x device) are merged, as on the page.
     given_runs, given_kills = matrix.load(args.results)
     runs = [run.data for run in given_runs] if args.results else [run_suite(args.impl, args.workers, args.keyword, args.device)]
-    kills = {data["transformers"]: data for _, data in given_kills}
+    kills = {kill_key(data): data for _, data in given_kills}
     if args.kill_table:
-        fresh = run_kill_table(args.workers, args.keyword)
-        kills[fresh["transformers"]] = fresh
+        fresh = run_kill_table(args.workers, args.keyword, args.device)
+        kills[kill_key(fresh)] = fresh
     failed_any = False
     for data in runs:
         stem = stem_of(data, args.impl)
         text = render(data)
         version = data["environment"]["transformers"]
-        if version in kills:
-            text += "\n" + kill_table_section(kills[version])
+        key = (version, device_kind(data))
+        if key in kills:
+            text += "\n" + kill_table_section(kills[key])
         out = args.output_dir
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{stem}.md").write_text(text)
@@ -261,8 +273,9 @@ def main() -> int:
             (out / f"{stem}.json").write_text(dumps(data))
             written.append(out / f"{stem}.json")
             if args.kill_table:
-                (out / f"kills-transformers-{version}.json").write_text(json.dumps(kills[version], indent=1) + "\n")
-                written.append(out / f"kills-transformers-{version}.json")
+                kill_file = out / f"kills-transformers-{version}{'' if key[1] == 'cpu' else '-' + key[1]}.json"
+                kill_file.write_text(json.dumps(kills[key], indent=1) + "\n")
+                written.append(kill_file)
         failed = suite_failed(data)
         failed_any |= failed
         print(f"wrote {' and '.join(map(str, written))}: suite {'FAILED' if failed else 'passed'} (exit code {data.get('exit_code')})")

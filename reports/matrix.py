@@ -317,7 +317,7 @@ def kill_tables(kills: list[tuple[Path, dict]]) -> str:
         selection = f", selection <code>-k {esc(k['selection'])}</code>" if k.get("selection") else ""
         body = "".join(f"<tr><td><code>{esc(m)}</code></td><td>{esc(v)}</td></tr>" for m, v in k["rows"])
         parts.append(
-            f'<h3>transformers {esc(k.get("transformers", "?"))}{selection}</h3><p class="kills-summary">{k["mutants"]} broken wrappers: '
+            f'<h3>transformers {esc(k.get("transformers", "?"))}{"" if k.get("device", "cpu") == "cpu" else " on " + esc(k["device"])}{selection}</h3><p class="kills-summary">{k["mutants"]} broken wrappers: '
             f'{k["killed"]}/{k["applicable"]} applicable (mutant, architecture) pairs killed'
             f'{", test exit code " + esc(k["exit_code"]) if "exit_code" in k else ""}.</p>'
             f'<table class="kills"><thead><tr><th>mutant</th><th>the check that caught it, its aimed-at check run first (architectures)</th></tr></thead>'

@@ -96,3 +96,20 @@ def test_an_exit_code_alone_fails_the_report(tmp_path):
     """A run the plugin saw nothing wrong in, but whose process failed (an internal error), is still red."""
     code, text = _render(tmp_path, {"environment": ENVIRONMENT, "exit_code": 3, "results": [RESULT]})
     assert code == 1 and "FAILED (suite exit code 3)" in text
+
+
+def test_a_kill_table_goes_only_to_the_reports_of_its_device(tmp_path):
+    """A kill table run on the CPU (one without a device ran on the CPU) is not the GPU report's."""
+    kills = {"schema": "moe-conformance/kill-table", "transformers": "0.0.0", "exit_code": 0, "selection": None,
+             "mutants": 1, "killed": 1, "applicable": 1, "rows": [["drift_1e_4", "output_matches: 1"]]}
+    files = {"cpu.json": {"environment": ENVIRONMENT, "exit_code": 0, "results": [RESULT]},
+             "cuda.json": {"environment": {**ENVIRONMENT, "device": {"kind": "cuda", "model": "a GPU"}}, "exit_code": 0, "results": [RESULT]},
+             "kills.json": kills}
+    for name, data in files.items():
+        (tmp_path / name).write_text(json.dumps(data))
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, str(REPO / "reports" / "generate.py"), *(str(tmp_path / n) for n in files), "--output-dir", str(out)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "## Mutation kill table" in (out / "tests_fake_impl-transformers-0.0.0.md").read_text()
+    assert "## Mutation kill table" not in (out / "tests_fake_impl-transformers-0.0.0-cuda.md").read_text()
