@@ -48,22 +48,4 @@ def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
 
 
-__all__ = [
-    "CHECKS",
-    "ArchCase",
-    "CheckResult",
-    "CheckSpec",
-    "ConformanceFailure",
-    "ContractLevels",
-    "FixtureError",
-    "HarnessError",
-    "Implementation",
-    "ImplementationError",
-    "NotApplicable",
-    "Outcome",
-    "Setting",
-    "evaluate",
-    "load_cases",
-    "load_implementation",
-    "run_checks",
-]
+__all__ = sorted(_EXPORTS)

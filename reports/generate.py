@@ -190,11 +190,6 @@ def kill_key(kills: dict) -> tuple[str, str]:
     return kills["transformers"], kills.get("device", "cpu")
 
 
-def device_kind(data: dict) -> str:
-    device = data["environment"].get("device") or {}
-    return device.get("kind", "cpu") if isinstance(device, dict) else "cpu"
-
-
 def kill_table_section(kills: dict) -> str:
     selection = f", selection `-k {kills['selection']}`" if kills.get("selection") else ""
     return "\n".join([
@@ -226,7 +221,7 @@ def dumps(data: dict) -> str:
 def stem_of(data: dict, impl: str) -> str:
     implementation = data.get("implementation")
     name = implementation["name"] if isinstance(implementation, dict) else data["environment"]["implementation"].split(" ")[0]
-    kind = device_kind(data)
+    kind = matrix.device_kind(data)
     name = name or impl
     return f"{name.replace(':', '-').replace('.', '_')}-transformers-{data['environment']['transformers']}" + ("" if kind == "cpu" else f"-{kind}")
 
@@ -262,7 +257,7 @@ def main() -> int:
         stem = stem_of(data, args.impl)
         text = render(data)
         version = data["environment"]["transformers"]
-        key = (version, device_kind(data))
+        key = (version, matrix.device_kind(data))
         if key in kills:
             text += "\n" + kill_table_section(kills[key])
         out = args.output_dir

@@ -116,8 +116,7 @@ class Run:
 
     @property
     def device(self) -> str:
-        device = self.data["environment"].get("device") or {}
-        return device.get("kind", "cpu") if isinstance(device, dict) else str(device)
+        return device_kind(self.data)
 
     @property
     def key(self) -> tuple:
@@ -161,6 +160,12 @@ def load(paths: list[Path]) -> tuple[list[Run], list[tuple[Path, dict]]]:
             kills.append((path, data))
     kills.sort(key=lambda item: version_key(item[1].get("transformers", "")))
     return [runs[key] for key in sorted(runs)], kills
+
+
+def device_kind(data: dict) -> str:
+    """The kind of device a results file ran on (cpu where it names none)."""
+    device = data["environment"].get("device") or {}
+    return device.get("kind", "cpu") if isinstance(device, dict) else str(device)
 
 
 def merge(first: Run, second: Run) -> Run:
