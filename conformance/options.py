@@ -1,17 +1,55 @@
-"""The suite's command-line options, and nothing else: this is the module the ``pytest11`` entry point names, so
-it is imported by every pytest run of an environment where moe-conformance is installed. It imports nothing but
-pytest and reads no environment variable; the plugin proper (``plugin.py``: the header, the implementation, the
-table) is registered by the suite's ``conftest.py`` only in runs that collect the suite, so an unrelated run
-only sees these options in ``pytest --help``.
+"""The suite's command-line options, and the decision whether a run targets the suite: this is the module the
+``pytest11`` entry point names, so it is imported by every pytest run of an environment where moe-conformance is
+installed. It imports nothing but pytest and the standard library, and reads no environment variable.
+
+The plugin proper (``plugin.py``: the header, ``--impl`` / ``--device`` validation, the table, the results file)
+must run in the process that sees every test's report: under pytest-xdist that is the controller, which never
+collects the suite and so never loads the suite's ``conftest.py``. So the decision is made here, from the command
+line alone, before the session is configured: a run that names the suite (``--pyargs moe_conformance``, a path
+inside the package, or one of the suite's own options) gets the plugin in every process; an unrelated run of the
+same environment gets nothing but these options in ``pytest --help``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 IMPL_VAR = "MOE_CONFORMANCE_IMPL"
 DEVICE_VAR = "MOE_CONFORMANCE_DEVICE"
 DEVICE_CHOICES = ("cpu", "cuda", "auto")
+PACKAGE = "moe_conformance"  # the installed import name (pyproject: package-dir)
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The suite's own options (their pytest dest names): setting any of them is asking for the suite.
+SUITE_OPTIONS = ("impl", "moe_report", "covered_only", "device", "load", "require_reviewed")
+
+
+def targets_suite(config: pytest.Config) -> bool:
+    """Whether this run is a run of the suite: one of the suite's options is set, or an argument names the suite
+    (a module of the package under ``--pyargs``, or a path inside the package directory, ``::`` ids included)."""
+    if any(config.getoption(name, None) not in (None, False) for name in SUITE_OPTIONS):
+        return True
+    pyargs = bool(config.getoption("pyargs", False))
+    for arg in config.args:
+        target = arg.split("::", 1)[0]
+        if pyargs and (target == PACKAGE or target.startswith(PACKAGE + ".")):
+            return True
+        path = Path(target)
+        path = (path if path.is_absolute() else config.invocation_params.dir / path).resolve()
+        if path == PACKAGE_DIR or PACKAGE_DIR in path.parents:
+            return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Register the plugin before the session is configured (its ``pytest_configure`` validates the run), in the
+    xdist controller as in every worker; an unrelated run is left as it is."""
+    if targets_suite(config):
+        from . import plugin
+
+        plugin.register(config.pluginmanager)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -138,6 +140,19 @@ class _Recorder:
         # Failures of tests that are not per-architecture checks (completeness, collection errors): a report
         # of the run must show them too, or a red run would read "0 failed".
         self.other_failures: list[dict] = []
+        # Tests the selection (-k, -m) left out: a count, never records. Under xdist each worker deselects the
+        # same tests from the same collection and hands its count to the controller (workeroutput).
+        self.deselected: int = 0
+
+    def pytest_deselected(self, items) -> None:
+        self.deselected += len(items)
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:
+            workeroutput["moe_deselected"] = self.deselected
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        self.deselected = max(self.deselected, getattr(node, "workeroutput", {}).get("moe_deselected", 0))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         properties = dict(report.user_properties)
@@ -182,9 +197,8 @@ class _Recorder:
             for line in sorted(self.smoke):
                 terminalreporter.write_line(line)
         config_path = self.config.getoption("--moe-report")
-        if config_path:
-            with open(config_path, "w") as f:
-                json.dump(self.results_file(int(exitstatus)), f, indent=1)
+        if config_path and not _is_xdist_worker(self.config):  # the controller sees every report; a worker a share
+            write_atomically(Path(config_path), json.dumps(self.results_file(int(exitstatus)), indent=1))
         if not self.results:
             return
         from tabulate import tabulate
@@ -230,7 +244,25 @@ class _Recorder:
             completeness=self.completeness,
             other_failures=self.other_failures,
             results=self.results,
+            deselected=self.deselected,
         )
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A reader (a CI step, a report tool) sees the old file or the whole new one, never a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def uncovered_lines(results: list[dict], covered_only: bool) -> list[str]:

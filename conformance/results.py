@@ -142,6 +142,7 @@ def build(
     completeness: dict | None,
     other_failures: list[dict],
     results: list[dict],
+    deselected: int = 0,
 ) -> dict[str, Any]:
     """The results file's content. ``environment`` keeps the keys earlier files had (implementation as its
     description string, transformers, torch, python, platform) and gains the device."""
@@ -167,6 +168,7 @@ def build(
         "duration_s": round(finished - started, 3),
         "exit_code": int(exit_code),
         "selection": selection or None,
+        "deselected": int(deselected),
         "summary": summary(results, other_failures, int(exit_code)),
         "checks": checks,
         "completeness": completeness,

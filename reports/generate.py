@@ -241,7 +241,9 @@ def main() -> int:
     parser.add_argument("--device", default=None, help="passed to pytest's --device (default: the suite's, the CPU)")
     parser.add_argument("--json", action="store_true", help="also write the results file (and the kill table's) as JSON beside the report")
     parser.add_argument("--kill-table", action="store_true", help="also run the mutation tests and add their kill table")
-    parser.add_argument("--output-dir", type=Path, default=REPORTS, help="where the reports and JSON go (default reports/)")
+    parser.add_argument("--out", "--output-dir", dest="output_dir", type=Path, default=None, metavar="DIR",
+                        help="where the reports and JSON go (default: beside the first results file given; after a suite "
+                        "run, this checkout's reports/)")
     parser.add_argument("--html", type=Path, default=None, metavar="PATH",
                         help="then write the HTML compatibility matrix of the given JSON files, or after a suite run of every reports/*.json")
     args = parser.parse_args()
@@ -252,6 +254,8 @@ def main() -> int:
     if args.kill_table:
         fresh = run_kill_table(args.workers, args.keyword, args.device)
         kills[kill_key(fresh)] = fresh
+    if args.output_dir is None:  # rendering someone's results writes beside them, never into this checkout
+        args.output_dir = args.results[0].resolve().parent if args.results else REPORTS
     failed_any = False
     for data in runs:
         stem = stem_of(data, args.impl)

@@ -61,10 +61,9 @@ def _render(tmp_path: Path, data: dict) -> tuple[int, str]:
         [sys.executable, str(REPO / "reports" / "generate.py"), str(path)],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
-    report = REPO / "reports" / "tests_fake_impl-transformers-0.0.0.md"
-    text = report.read_text()
-    report.unlink()
-    return run.returncode, text
+    # rendered beside the results file, never into this checkout's reports/
+    assert not (REPO / "reports" / "tests_fake_impl-transformers-0.0.0.md").exists()
+    return run.returncode, (tmp_path / "tests_fake_impl-transformers-0.0.0.md").read_text()
 
 
 ENVIRONMENT = {"implementation": "tests.fake_impl (1 wrappers, own context)", "transformers": "0.0.0", "torch": "t",
