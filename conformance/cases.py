@@ -98,6 +98,9 @@ class ArchCase:
     # first call (Switch/NLLB routers cast their classifier to `router_dtype` in place). Built that way, as
     # they are after any first call, so that running the original or a wrapper leaves the block unchanged.
     keep_in_fp32: tuple[str, ...] = ()
+    # Seconds one test of this architecture may take before it is a TIMEOUT, where the run's limit (--moe-timeout,
+    # 120 s) is too short for a legitimately slow architecture.
+    timeout_s: float | None = None
     # The block is a decoder layer that routes on its own (gemma4: router and experts hang off the layer):
     # {"model": a model class of the package, built from the block's config; "layers": the path of its layer
     # list}. The layer's other inputs (position embeddings, masks, ...) are what that model passes to its layer

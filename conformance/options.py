@@ -12,6 +12,7 @@ same environment gets nothing but these options in ``pytest --help``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ DEVICE_CHOICES = ("cpu", "cuda", "auto")
 PACKAGE = "moe_conformance"  # the installed import name (pyproject: package-dir)
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The suite's own options (their pytest dest names): setting any of them is asking for the suite.
-SUITE_OPTIONS = ("impl", "moe_report", "covered_only", "device", "load", "require_reviewed")
+SUITE_OPTIONS = ("impl", "moe_report", "covered_only", "device", "load", "require_reviewed", "moe_timeout",
+                 "memory_limit", "fault_isolation")
 
 
 def targets_suite(config: pytest.Config) -> bool:
@@ -50,6 +52,27 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         from . import plugin
 
         plugin.register(config.pluginmanager)
+        _isolate(config)
+
+
+def _isolate(config: pytest.Config) -> None:
+    """Contain the implementation's faults in xdist workers (``isolation.py``): a run without ``-n`` (or ``-n 0``)
+    gets one worker, unless isolation is off, a debugger is asked for, or xdist is not installed. Before xdist's
+    own ``pytest_cmdline_main``, which turns ``-n`` into workers."""
+    if hasattr(config, "workerinput"):  # this is a worker already
+        return
+    if config.getoption("fault_isolation", None) == "off" or not config.pluginmanager.hasplugin("xdist"):
+        return
+    if config.getoption("usepdb", False) or config.getoption("trace", False) or config.getoption("collectonly", False):
+        return
+    if not config.option.numprocesses:
+        # what xdist's own pytest_cmdline_main makes of -n 1, which may have run already
+        config.option.numprocesses, config.option.dist, config.option.tx = 1, "load", ["popen"]
+    if config.option.maxworkerrestart is None:
+        # each fault ends one worker; the architecture's later tests are skipped, so faults are bounded by the
+        # architectures (times the workers that may be running one of its tests at once)
+        workers = config.option.numprocesses if isinstance(config.option.numprocesses, int) else os.cpu_count() or 8
+        config.option.maxworkerrestart = str(200 * workers)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -91,6 +114,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="how bfloat16 models get their dtype: 'cast' (default: .to(dtype), config.dtype unset), "
         "'config_dtype' (as from_pretrained(dtype=...) leaves config.dtype), or 'both' as separate settings "
         "whose ids end in -cast / -config_dtype (also $MOE_CONFORMANCE_LOAD)",
+    )
+    group.addoption(
+        "--moe-timeout",
+        default=None,
+        metavar="SECONDS",
+        help="time limit of one test (default 120; a fixture entry's timeout_s raises it for its architecture; 0: "
+        "none): a test that does not return in time is a TIMEOUT with the implementation's stack, its worker "
+        "replaced (also $MOE_CONFORMANCE_TIMEOUT)",
+    )
+    group.addoption(
+        "--memory-limit",
+        default=None,
+        metavar="GIB",
+        help="address space a worker may add on the CPU before an allocation fails (default: a quarter of the "
+        "machine's memory, at least 4; 0: none) (also $MOE_CONFORMANCE_MEMORY_LIMIT)",
+    )
+    group.addoption(
+        "--fault-isolation",
+        default=None,
+        choices=("process", "off"),
+        help="process (default): tests run in pytest-xdist workers (one without -n), a worker that crashes, hangs or "
+        "faults its device is replaced and its test reported as CRASH / TIMEOUT / DEVICE; off: in this process "
+        "(implied by --pdb and --trace)",
     )
     group.addoption(
         "--require-reviewed",

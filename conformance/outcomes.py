@@ -27,17 +27,32 @@ from .impl import Implementation
 from .setting import Setting, fixture_entry
 from .snapshots import ClassState
 from .verdicts import ConformanceFailure, HarnessError, NotApplicable, where
+from .vocabulary import DEVICE, ERROR, FAILED, GREEN, KINDS, NOT_APPLICABLE, NOT_OFFERED, PASSED, SKIPPED, XFAIL
 
 if TYPE_CHECKING:
     from .suite import CheckSpec
 
-__all__ = ["KINDS", "NOT_OFFERED", "Outcome", "evaluate", "guarded_classes", "uncovered_reason"]
+__all__ = ["KINDS", "NOT_OFFERED", "Outcome", "device_fault", "evaluate", "guarded_classes", "uncovered_reason"]
 
-PASSED, FAILED, ERROR, SKIPPED, NOT_APPLICABLE, XFAIL = "passed", "failed", "error", "skipped", "n/a", "xfail"
-NOT_OFFERED = "not offered"
-KINDS = (PASSED, FAILED, ERROR, SKIPPED, NOT_APPLICABLE, NOT_OFFERED, XFAIL)
-# Outcomes that leave a run green.
-GREEN = (PASSED, SKIPPED, NOT_APPLICABLE, NOT_OFFERED, XFAIL)
+# Messages of device errors after which the device context is unusable for the rest of the process (CUDA's
+# "sticky" errors): the test where one surfaces is a DEVICE fault, and the process running it is replaced.
+STICKY_DEVICE_ERRORS = (
+    "device-side assert triggered", "an illegal memory access was encountered", "unspecified launch failure",
+    "an illegal instruction was encountered", "misaligned address",
+)
+
+
+def device_fault(exc: BaseException | None) -> str | None:
+    """The sticky device error behind ``exc`` (its chain included), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc)
+        for marker in STICKY_DEVICE_ERRORS:
+            if marker in text:
+                return next((line.strip() for line in text.splitlines() if marker in line), marker)
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 @dataclass(frozen=True)
@@ -144,6 +159,9 @@ def _judge(case: ArchCase, spec: CheckSpec, setting: Setting, impl: Implementati
     finally:
         if classes.difference():
             classes.restore()
+    sticky = device_fault(exc)
+    if sticky:  # the implementation poisoned the device, wherever the error surfaced: never the harness' ERROR
+        return Outcome(setting, DEVICE, f"{setting.id}: DEVICE: {sticky} (the process is replaced; {message})", exception=exc)
     if expected:
         return Outcome(setting, XFAIL, f"expected failure ({expected}): {message}", exception=exc)
     return Outcome(setting, kind, message, exception=exc)

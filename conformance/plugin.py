@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from . import device as devices
+from . import isolation, results, table, vocabulary
 from .checks_properties import register_hypothesis_profiles
 from .impl import ENV_VAR, Implementation, ImplementationError, load_implementation
 from .reporting import FULL_TRACEBACK_STYLES, short_report
@@ -61,7 +61,15 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_IMPL] = load_implementation(spec)
     except ImplementationError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.pluginmanager.register(_Recorder(config), "moe-conformance-recorder")
+    recorder = _Recorder(config)
+    config.pluginmanager.register(recorder, "moe-conformance-recorder")
+    if "moe_fault_dir" in getattr(config, "workerinput", {}):
+        config.pluginmanager.register(isolation.WorkerGuard(config), "moe-conformance-worker-guard")
+    elif not _is_xdist_worker(config):
+        if isolation.distributed(config):
+            collector = isolation.FaultCollector(isolation.timeout(config), isolation.memory_limit(config, device))
+            config.pluginmanager.register(collector, isolation.COLLECTOR)
+        recorder.catch_sigterm()
 
 
 def _check_fixture_files() -> None:
@@ -109,12 +117,20 @@ def impl(request: pytest.FixtureRequest) -> Implementation:
 
 
 @pytest.fixture(scope="session")
+def not_judged(request: pytest.FixtureRequest):
+    """``not_judged(arch)``: why an architecture is not judged any further (an earlier test of it faulted), or None."""
+    folder = getattr(request.config, "workerinput", {}).get("moe_fault_dir")
+    return lambda arch: isolation.faulted_reason(folder and Path(folder), arch)
+
+
+@pytest.fixture(scope="session")
 def covered_only(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--covered-only"))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"moe-conformance: impl={config.stash[_IMPL].describe()}, {_versions()}, {_threads()}", f"moe-conformance: device {_device()}"]
+    return [f"moe-conformance: impl={config.stash[_IMPL].describe()}, {_versions()}, {_threads()}",
+            f"moe-conformance: device {_device()}", f"moe-conformance: isolation: {isolation.describe(config)}"]
 
 
 def _versions() -> str:
@@ -126,6 +142,9 @@ def _versions() -> str:
 
 def _device() -> str:
     return devices.describe(devices.run_device())
+
+
+PARTIAL_WRITE_S = 30.0  # how often a running suite rewrites its results file, marked incomplete
 
 
 class _Recorder:
@@ -143,6 +162,41 @@ class _Recorder:
         # Tests the selection (-k, -m) left out: a count, never records. Under xdist each worker deselects the
         # same tests from the same collection and hands its count to the controller (workeroutput).
         self.deselected: int = 0
+        self.selected: int | None = None
+        self.incomplete: str | None = None
+        self.written = time.time()
+
+    def catch_sigterm(self) -> None:
+        """SIGTERM (a CI time limit, a job cancelled) interrupts the run as Ctrl-C does, so that the results file
+        is still written, marked incomplete."""
+        import signal
+
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            def interrupt(signum, frame):
+                self.incomplete = "interrupted by SIGTERM"
+                raise KeyboardInterrupt("SIGTERM")
+
+            signal.signal(signal.SIGTERM, interrupt)
+
+    def write_results(self, exit_code: int, incomplete: str | None) -> None:
+        """The results file, by the one process that sees every report (the controller under xdist)."""
+        path = self.config.getoption("--moe-report")
+        if path and not _is_xdist_worker(self.config):
+            data = self.results_file(exit_code)
+            data["incomplete"] = {"reason": incomplete, "selected": self.selected, "recorded": len(self.results)} if incomplete else None
+            results.write_atomically(Path(path), json.dumps(data, indent=1))
+            self.written = time.time()
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus) -> None:
+        interrupted = int(exitstatus) == pytest.ExitCode.INTERRUPTED
+        self.write_results(int(exitstatus), (self.incomplete or "interrupted") if interrupted else None)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.selected = len(session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node, ids) -> None:
+        self.selected = len(ids)
 
     def pytest_deselected(self, items) -> None:
         self.deselected += len(items)
@@ -172,6 +226,8 @@ class _Recorder:
             self.results.append({**record, "nodeid": report.nodeid, "duration_s": round(report.duration, 4)})
             if "placed_on" in properties:  # which GPU of several ran it (xdist workers spread over them)
                 self.results[-1]["placed_on"] = properties["placed_on"]
+            if time.time() - self.written > PARTIAL_WRITE_S:  # what a SIGKILL would leave: every finished record
+                self.write_results(int(pytest.ExitCode.INTERRUPTED), "the run had not finished when this was written")
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -197,8 +253,6 @@ class _Recorder:
             for line in sorted(self.smoke):
                 terminalreporter.write_line(line)
         config_path = self.config.getoption("--moe-report")
-        if config_path and not _is_xdist_worker(self.config):  # the controller sees every report; a worker a share
-            write_atomically(Path(config_path), json.dumps(self.results_file(int(exitstatus)), indent=1))
         if not self.results:
             return
         from tabulate import tabulate
@@ -206,7 +260,7 @@ class _Recorder:
         from .suite import CHECKS
 
         config = self.config
-        headers, rows = summarise(self.results)
+        headers, rows = table.summarise(self.results)
         impl = config.stash[_IMPL].describe()
         tr = terminalreporter
         device = devices.run_device()
@@ -218,7 +272,7 @@ class _Recorder:
         skips = {r["message"] for r in self.results if r["outcome"] == "skipped" and r["message"] and not r.get("uncovered")}
         for reason in sorted(skips):  # absences, the fixtures' known skips
             tr.write_line(f"skip: {reason}")
-        for line in uncovered_lines(self.results, config.getoption("--covered-only")):
+        for line in table.uncovered_lines(self.results, config.getoption("--covered-only")):
             tr.write_line(line)
         for r in self.results:  # a known gap is shown with its reason, never as a bare "xfail"
             if r["outcome"] == "xfail":
@@ -252,80 +306,6 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """A reader (a CI step, a report tool) sees the old file or the whole new one, never a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as f:
-            f.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def uncovered_lines(results: list[dict], covered_only: bool) -> list[str]:
-    """One line per architecture whose block the implementation does not cover: green under ``--covered-only``,
-    but never silent."""
-    by_arch: dict[str, list[dict]] = defaultdict(list)
-    for r in results:
-        if r.get("uncovered"):
-            by_arch[r["arch"]].append(r)
-    lines = []
-    for arch, records in sorted(by_arch.items()):
-        reason = next((r for r in records if r["outcome"] == "skipped"), records[0])["message"]
-        if any(r["outcome"] == "failed" for r in records):
-            how = "its covered test fails, its other checks are skipped"
-        else:
-            how = "skipped (--covered-only)" if covered_only else "skipped"
-        lines.append(f"{reason}; {how}")
-    return lines
-
-
-def _cell(outcomes: list[str]) -> str:
-    """One architecture x check cell over its tests' outcome kinds (``conformance.outcomes``), and
-    'uncovered' for the skips of a block the implementation does not cover."""
-    if not outcomes:
-        return ""
-    failed, errors = outcomes.count("failed"), outcomes.count("error")
-    if failed or errors:
-        parts = [f"FAIL {failed}/{len(outcomes)}"] if failed else []
-        return " ".join(parts + ([f"ERROR {errors}/{len(outcomes)}"] if errors else []))
-    if "uncovered" in outcomes:
-        return "uncovered"
-    if all(o == "n/a" for o in outcomes):
-        return "n/a"
-    if all(o in ("n/a", "not offered") for o in outcomes):
-        return "not offered"
-    if all(o in ("skipped", "n/a", "not offered") for o in outcomes):
-        return "skip"
-    if "xfail" in outcomes:
-        return "xfail"
-    return "ok"
-
-
-def summarise(results: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """The architecture x check table: a cell is 'ok', 'FAIL f/n' (the implementation broke the contract in f of
-    its n tests), 'ERROR e/n' (the harness, the fixture or the original block failed), 'skip' (absent from this
-    transformers), 'uncovered' (the implementation has no wrapper for the block), 'n/a' (the check does not
-    apply), 'not offered' (the implementation's declared contract levels do not promise what the check judges)
-    or 'xfail' over its tests."""
-    from .suite import CHECKS
-
-    cells: dict[tuple[str, str], list[str]] = defaultdict(list)
-    archs: list[str] = []
-    for r in results:
-        if r["arch"] not in archs:
-            archs.append(r["arch"])
-        uncovered = r.get("uncovered") and r["outcome"] == "skipped"
-        cells[(r["arch"], r["check"])].append("uncovered" if uncovered else r["outcome"])
-    extra = [c for c in dict.fromkeys(r["check"] for r in results) if c not in CHECKS]
-    checks = [c for c in [*CHECKS, *extra] if any((a, c) in cells for a in archs)]
-    rows = [[arch, *(_cell(cells.get((arch, check), [])) for check in checks)] for arch in sorted(archs)]
-    return ["architecture", *(CHECKS[c].short if c in CHECKS else c for c in checks)], rows
-
-
 def _recorded(report: pytest.TestReport) -> dict | None:
     return dict(report.user_properties).get("moe_conformance")
 
@@ -333,8 +313,14 @@ def _recorded(report: pytest.TestReport) -> dict | None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config):
     """A harness error is reported as ERROR (counted with pytest's errors), not as the implementation's FAIL."""
-    if report.when == "call" and report.failed and (_recorded(report) or {}).get("outcome") == "error":
+    outcome = (_recorded(report) or {}).get("outcome")
+    if report.when == "call" and report.failed and outcome == vocabulary.ERROR:
         return "error", "E", "ERROR"
+    if report.when == "call" and report.failed and outcome in vocabulary.FAULTS:
+        label = vocabulary.LABELS[outcome]
+        return "failed", label[0], label
+    if report.outcome == "rerun" and "moe_replaced" in dict(report.user_properties):
+        return "", "", ""  # a worker ended after a device fault: the test runs again on a fresh one
     return None
 
 

@@ -53,8 +53,10 @@ def _short_path(filename: str) -> str:
 
 def short_report(kind: str, message: str, exc: BaseException) -> str:
     """The report of one failed (``kind`` "failed") or harness-error ("error") conformance test."""
-    heading = "FAIL" if kind == "failed" else "ERROR (harness, fixture or original block; not the implementation)"
-    lines = [f"{heading}: {message}"]
+    if kind == "error":
+        lines = [f"ERROR (harness, fixture or original block; not the implementation): {message}"]
+    else:  # FAIL, or a fault whose message starts with its own label (DEVICE)
+        lines = [message if kind != "failed" else f"FAIL: {message}"]
     notes = [line for note in getattr(exc, "__notes__", ()) for line in str(note).splitlines()]
     if notes:  # hypothesis: the falsifying example
         lines += notes[:MAX_NOTE_LINES] + (["  ..."] if len(notes) > MAX_NOTE_LINES else [])

@@ -13,21 +13,21 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import os
 import subprocess
+import tempfile
 from collections import Counter
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
+
+from .vocabulary import RED  # the standard library only: this module stays light
 
 __all__ = ["SCHEMA_ID", "SCHEMA_VERSION", "build", "load_schema", "suite_info", "suite_status", "summary"]
 
 SCHEMA_ID = "moe-conformance/results"
 SCHEMA_VERSION = 1
 DISTRIBUTION = "moe-conformance"
-# Outcome kinds that leave a run green (conformance.outcomes.GREEN, repeated so that this module stays light).
-# A kind this module does not know (a newer suite's) counts as neither green nor red in the summary; the
-# exit code still decides the status.
-_RED = ("failed", "error")
 
 
 def load_schema() -> dict:
@@ -125,7 +125,7 @@ def summary(results: list[dict], other_failures: list[dict], exit_code: int) -> 
 
 
 def suite_status(exit_code: int | None, results: list[dict], other_failures: list[dict] | None) -> str:
-    red = exit_code != 0 or bool(other_failures) or any(r["outcome"] in _RED for r in results)
+    red = exit_code != 0 or bool(other_failures) or any(r["outcome"] in RED for r in results)
     return "failed" if red else "passed"
 
 
@@ -175,3 +175,16 @@ def build(
         "other_failures": other_failures,
         "results": results,
     }
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """A reader (a CI step, a report tool) sees the old file or the whole new one, never a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

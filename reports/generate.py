@@ -88,7 +88,7 @@ def provenance(data: dict) -> str:
 
 
 def render(data: dict) -> str:
-    from moe_conformance.plugin import summarise, uncovered_lines
+    from moe_conformance.table import summarise, uncovered_lines
     from moe_conformance.suite import CHECKS
 
     env, results = data["environment"], data["results"]
@@ -107,7 +107,7 @@ def render(data: dict) -> str:
     exit_code = data.get("exit_code")
     verdict = "PASSED" if not suite_failed(data) else f"FAILED (suite exit code {exit_code})"
     selection = f", selection `-k {data['selection']}`" if data.get("selection") else ""
-    others = "".join(f", {n} {kind}" for kind, n in sorted(counts.items()) if kind not in ("failed", "error", "passed", "skipped", "n/a", "xfail"))
+    others = "".join(f", {n} {kind}" for kind, n in sorted(counts.items()) if kind not in ("failed", "error", "passed", "skipped", "n/a", "not offered", "xfail"))
     lines = [
         f"# Compatibility: {env['implementation']} on transformers {env['transformers']}",
         "",
@@ -139,7 +139,7 @@ def render(data: dict) -> str:
         "Columns: " + "; ".join(f"`{spec.short}` = {name}" for name, spec in CHECKS.items()) + ".",
         "",
     ]
-    lines += grouped_section(results, ("failed", "error"), "Failures and harness errors (first message of each architecture x check)")
+    lines += grouped_section(results, matrix.vocabulary.RED, "Failures, faults and harness errors (first message of each architecture x check)")
     lines += grouped_section(results, ("xfail",), "Known gaps (xfail), with the fixtures' reasons")
     uncovered = uncovered_lines(results, covered_only=False)
     if uncovered:

@@ -24,12 +24,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPORTS = Path(__file__).resolve().parent
-NOT_OFFERED = ("not offered", "not_offered", "not-offered")
-KNOWN = ("passed", "failed", "error", "skipped", "n/a", "xfail", *NOT_OFFERED)
+
+
+def _load_vocabulary():
+    """conformance/vocabulary.py by path: the one definition of the outcome kinds, standard library only, so that
+    this page needs nothing installed (the reusable workflow's matrix job)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("moe_conformance_vocabulary", REPORTS.parent / "conformance" / "vocabulary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+vocabulary = _load_vocabulary()
+NOT_OFFERED = (vocabulary.NOT_OFFERED, "not_offered", "not-offered")
+KNOWN = (*vocabulary.KINDS, *NOT_OFFERED)
 # Cell classes: the legend, in the order a reader should care about them, with the colour each is drawn in.
 LEGEND = {
     "ok": ("ok", "#bfe5bf", "every test passed (n/a and known skips aside)"),
     "fail": ("FAIL", "#f28b82", "the implementation broke the contract"),
+    "fault": ("fault", "#d93025", "the implementation hung, crashed its process or faulted the device; the architecture's other tests were not judged"),
     "error": ("ERROR", "#fbbc6b", "the harness, a fixture or the original block failed: the implementation was not judged"),
     "notoffered": ("not offered", "#cdb8ea", "the implementation does not offer this (or does not cover the block: uncovered, under --covered-only)"),
     "xfail": ("xfail", "#fff08a", "a known gap recorded in the fixtures (reason in the footnote)"),
@@ -38,7 +53,7 @@ LEGEND = {
     "other": ("other", "#ffffff", "an outcome kind this page does not know, shown as itself"),
     "none": ("not run", "#f7f7f7", "not in this run (a selection, or not in that suite's fixtures)"),
 }
-FOOTNOTED = ("fail", "error", "notoffered", "xfail", "other")
+FOOTNOTED = ("fault", "fail", "error", "notoffered", "xfail", "other")
 MAX_REASONS = 12
 
 
@@ -72,10 +87,10 @@ def classify(records: list[dict]) -> Cell:
         return Cell("none", "", ["not in this run"])
     kinds = Counter(r["outcome"] for r in records)
     n, reasons = len(records), _reasons(records)
-    failed, errors = kinds["failed"], kinds["error"]
-    if failed or errors:
-        label = " ".join(([f"FAIL {failed}/{n}"] if failed else []) + ([f"ERROR {errors}/{n}"] if errors else []))
-        return Cell("fail" if failed else "error", label, reasons)
+    red = vocabulary.red_cell([r["outcome"] for r in records])
+    if red:
+        css = "fault" if any(kinds[k] for k in vocabulary.FAULTS) else "fail" if kinds["failed"] else "error"
+        return Cell(css, red, reasons)
     unknown = sorted(k for k in kinds if k not in KNOWN)
     if unknown:
         return Cell("other", " ".join(f"{k} {kinds[k]}/{n}" for k in unknown), reasons)
@@ -128,7 +143,7 @@ class Run:
         if "status" in summary:
             return summary["status"]
         red = self.data.get("exit_code") != 0 or self.data.get("other_failures") or any(
-            r["outcome"] in ("failed", "error") for r in self.data["results"])
+            vocabulary.is_red(r["outcome"]) for r in self.data["results"])
         return "failed" if red else "passed"
 
     def by_arch(self) -> dict[str, list[dict]]:

@@ -30,8 +30,9 @@ FINDINGS = REPORTS / "findings"
 sys.path.insert(0, str(REPORTS.parent))
 sys.path.insert(0, str(REPORTS))
 
-# The checks a cell of the summary names by their short heading; "covered" failing is shown as "uncovered".
-GREEN = {"passed", "skipped", "n/a", "not offered", "xfail"}
+import matrix  # noqa: E402  (reports/matrix.py, beside this script: the page, and the outcome vocabulary)
+
+GREEN = set(matrix.vocabulary.GREEN)
 
 
 def run(spec: str, workers: str, keyword: str | None, merge: bool = False) -> int:
@@ -62,7 +63,7 @@ def _merged(path: Path, data: dict, generate) -> dict:
     old = json.loads(path.read_text())
     rerun = {r["arch"] for r in data["results"]}
     old["results"] = [r for r in old["results"] if r["arch"] not in rerun] + data["results"]
-    failed = any(r["outcome"] in ("failed", "error") for r in old["results"])
+    failed = any(matrix.vocabulary.is_red(r["outcome"]) for r in old["results"])
     old["exit_code"] = 1 if failed else 0
     if "summary" in old:
         old["summary"] = generate.results_summary(old["results"], old.get("other_failures", []), old["exit_code"])
@@ -170,7 +171,7 @@ def summary() -> int:
     ]
     for column, b in zip(columns, boards):
         ran = [r for r in b["results"] if r["outcome"] != "skipped"]
-        failed = sum(r["outcome"] in ("failed", "error") for r in ran)
+        failed = sum(matrix.vocabulary.is_red(r["outcome"]) for r in ran)
         lines.append(f"| [{column}]({b['_file'][:-5]}.md) | {b['environment']['implementation']} | {failed} / {len(ran)} | {b.get('exit_code')} |")
     lines += ["", "| architecture | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
     for arch in archs:

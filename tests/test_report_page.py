@@ -148,6 +148,7 @@ def _results(transformers: str, impl: str, device: str, records: list[dict], exi
     }
 
 
+DEVICE_MESSAGE = "gamma-output_matches-all_experts-float16: DEVICE: CUDA error: device-side assert triggered"
 XFAIL_REASON = "expected failure (a looped block is fed its first call's input): logits differ by 1.22"
 FAIL_MESSAGE = "beta-output_matches-default-all_experts-float32, shape (2, 5): max error 0.3 exceeds 1e-05 (expert 3)"
 
@@ -166,6 +167,9 @@ def synthetic(tmp_path_factory) -> tuple[Path, Path]:
     theirs = [_record("alpha", "covered", "not offered", "mypkg offers no wrapper for AlphaMoE"),
               _record("beta", "covered", "flaky", "a kind this page does not know"),
               _record("gamma", "covered", "passed"),
+              _record("gamma", "output_matches", "device", DEVICE_MESSAGE, mode="all_experts", dtype="float16"),
+              {**_record("gamma", "whole_model", "skipped", "gamma: not judged: the implementation faulted the device in "
+                         "gamma-output_matches-all_experts-float16"), "not_judged": True},
               {**_record("delta", "covered", "skipped", "delta: uncovered: calibration would be silently skipped"), "uncovered": True},
               {**_record("delta", "output_matches", "skipped", "delta: uncovered: calibration would be silently skipped"), "uncovered": True}]
     completeness = {"transformers": "5.24.0", "found": 5, "covered": 3, "excluded": {"VitPoseBackboneMoeMLP": "experts chosen by a dataset index"},
@@ -209,7 +213,7 @@ def test_the_browser_shows_every_kind_of_cell_with_its_colour_and_reason(synthet
     expected = {
         ("alpha", 0): ("ok", "ok"), ("alpha", 1): ("notoffered", "not offered"), ("alpha", 2): ("xfail", "xfail 1/2"),
         ("beta", 0): ("skip", "skip"), ("beta", 1): ("other", "flaky 1/1"), ("beta", 2): ("fail", "FAIL 1/3"),
-        ("gamma", 0): ("none", ""), ("gamma", 1): ("ok", "ok"), ("gamma", 2): ("error", "ERROR 1/1"),
+        ("gamma", 0): ("none", ""), ("gamma", 1): ("fault", "DEVICE 1/3"), ("gamma", 2): ("error", "ERROR 1/1"),
         ("delta", 1): ("notoffered", "uncovered"), ("delta", 2): ("na", "n/a"),
     }
     for (arch, column), (state, label) in expected.items():
@@ -222,11 +226,11 @@ def test_the_browser_shows_every_kind_of_cell_with_its_colour_and_reason(synthet
     assert "mypkg offers no wrapper for AlphaMoE" in rows["alpha"][1].attrs["title"]
     assert "uncovered: calibration would be silently skipped" in rows["delta"][1].attrs["title"]
     notes = dom.one("ol", id="footnotes").text
-    assert FAIL_MESSAGE in notes and XFAIL_REASON in notes and "harness error KeyError" in notes
+    assert FAIL_MESSAGE in notes and XFAIL_REASON in notes and "harness error KeyError" in notes and DEVICE_MESSAGE in notes
     assert rows["beta"][2].one("a").attrs["href"].startswith("#note-")
     # the counts under each column, the runs' verdicts, and the page's
     counts = [td.text for td in grid.find_all("td", class_="counts")]
-    assert counts == ["ok 1 skip 1 not run 2", "ok 1 not offered 2 other 1", "FAIL 1 ERROR 1 xfail 1 n/a 1"], counts
+    assert counts == ["ok 1 skip 1 not run 2", "fault 1 not offered 2 other 1", "FAIL 1 ERROR 1 xfail 1 n/a 1"], counts
     statuses = [td.attrs["data-status"] for td in dom.one("table", id="runs").find_all("td") if "data-status" in td.attrs]
     assert statuses == ["passed", "failed", "failed"]
     assert dom.one(id="verdict").text.startswith("FAILED: 2 of 3 runs")

@@ -1,0 +1,50 @@
+"""The one vocabulary of results, defined once (as LLVM lit's PASS / FAIL / XFAIL / UNSUPPORTED / TIMEOUT / CRASH):
+every outcome kind a test can come to, whom it blames, whether it leaves a run green, and the label the table,
+the reports and the HTML page give it. Standard library only and no package-relative import: ``reports/matrix.py``
+loads this file by path where nothing is installed (the reusable workflow's matrix job).
+
+| kind | label | blames | green |
+| --- | --- | --- | --- |
+| ``passed`` | ok | | yes |
+| ``failed`` | FAIL | the implementation: it broke the contract | no |
+| ``timeout`` | TIMEOUT | the implementation: the test did not return within its time limit | no |
+| ``crash`` | CRASH | the implementation: the process died (a signal, an abort, the OOM killer) | no |
+| ``device`` | DEVICE | the implementation: a device error that poisons the context (CUDA device-side assert ...) | no |
+| ``error`` | ERROR | the harness, a fixture or the original block: the implementation was not judged | no |
+| ``skipped`` | skip | absent from this transformers, a known skip, uncovered, or not judged after a fault | yes |
+| ``n/a`` | n/a | the check does not apply | yes |
+| ``not offered`` | not offered | the implementation's declared contract levels do not promise it | yes |
+| ``xfail`` | xfail | a known gap the fixture lists | yes |
+"""
+
+from __future__ import annotations
+
+PASSED, FAILED, ERROR, SKIPPED, NOT_APPLICABLE, NOT_OFFERED, XFAIL = (
+    "passed", "failed", "error", "skipped", "n/a", "not offered", "xfail")
+TIMEOUT, CRASH, DEVICE = "timeout", "crash", "device"
+
+# Faults: the implementation took the process (or its device context) down. The test where it happened is one
+# located failure of that kind; the architecture's remaining tests are not judged (skipped, saying why).
+FAULTS = (TIMEOUT, CRASH, DEVICE)
+# Red kinds, in the order the table lists them within a cell.
+BLAMES_IMPLEMENTATION = (FAILED, *FAULTS)
+BLAMES_HARNESS = (ERROR,)
+RED = (*BLAMES_IMPLEMENTATION, *BLAMES_HARNESS)
+GREEN = (PASSED, SKIPPED, NOT_APPLICABLE, NOT_OFFERED, XFAIL)
+KINDS = (PASSED, *RED, SKIPPED, NOT_APPLICABLE, NOT_OFFERED, XFAIL)
+
+# How a red kind is shown in a table cell: "<LABEL> <count>/<tests>".
+LABELS = {FAILED: "FAIL", TIMEOUT: "TIMEOUT", CRASH: "CRASH", DEVICE: "DEVICE", ERROR: "ERROR"}
+# What a fault did, in words, for the "not judged" reason of the architecture's other tests.
+FAULT_WORDS = {TIMEOUT: "hung", CRASH: "crashed", DEVICE: "faulted the device"}
+NOT_JUDGED = "not judged"
+
+
+def is_red(kind: str) -> bool:
+    return kind in RED
+
+
+def red_cell(kinds: list[str]) -> str:
+    """The label of a cell holding at least one red outcome: each red kind with its count over the cell's tests,
+    e.g. ``CRASH 1/8 FAIL 2/8``; the empty string where none is red."""
+    return " ".join(f"{LABELS[k]} {kinds.count(k)}/{len(kinds)}" for k in RED if k in kinds)
