@@ -23,6 +23,7 @@ import torch
 from moe_conformance.results import load_schema
 
 REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.end_to_end
 SELECTION = "mixtral- or qwen3_moe-"
 GREEN = {"passed", "n/a", "skipped", "not offered", "xfail"}
 

@@ -29,7 +29,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "conformance", "reference", "wrappers", "fixtures")
 ARCH, BLOCK = "mixtral", "MixtralSparseMoeBlock"  # in every transformers version this project supports
-pytestmark = pytest.mark.skipif(not (REPO / "fixtures").is_dir(), reason="needs a checkout to build from")
+pytestmark = [pytest.mark.end_to_end, pytest.mark.skipif(not (REPO / "fixtures").is_dir(), reason="needs a checkout to build from")]
 
 
 @pytest.fixture(scope="module")
