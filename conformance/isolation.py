@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from .vocabulary import CRASH, DEVICE, FAULT_WORDS, SKIPPED, TIMEOUT
+from .vocabulary import CRASH, DEVICE, FAULT_WORDS, FAULTS, SKIPPED, TIMEOUT
 
 TIMEOUT_VAR = "MOE_CONFORMANCE_TIMEOUT"
 # The slowest healthy test seen anywhere (results files under reports/) took 12.7 s (CUDA, first call into a
@@ -99,10 +99,18 @@ def faulted_reason(folder: Path | None, arch: str) -> str | None:
         return None
 
 
+def not_judged_reason(record: dict, kind: str) -> str:
+    return f"{record['arch']}: not judged: the implementation {FAULT_WORDS[kind]} in {record['id']}"
+
+
 def mark_faulted(folder: Path, record: dict, kind: str) -> None:
+    """Tell every worker to skip the architecture's remaining tests; the first fault's reason stays."""
     (folder / "faulted").mkdir(exist_ok=True)
-    reason = f"{record['arch']}: not judged: the implementation {FAULT_WORDS[kind]} in {record['id']}"
-    (folder / "faulted" / record["arch"]).write_text(reason)
+    try:
+        with open(folder / "faulted" / record["arch"], "x") as f:
+            f.write(not_judged_reason(record, kind))
+    except FileExistsError:
+        pass
 
 
 def distributed(config: pytest.Config) -> bool:
@@ -184,7 +192,7 @@ class WorkerGuard:
         record = dict(report.user_properties).get("moe_conformance")
         if record and report.when == "call" and record["outcome"] == DEVICE:
             self.poisoned = record["id"]
-            mark_faulted(self.folder, record, DEVICE)
+            mark_faulted(self.folder, record, DEVICE)  # the worker's siblings skip the architecture from now
 
 
 def _limit_address_space(extra_bytes: int) -> None:
@@ -203,7 +211,7 @@ class FaultCollector:
     def __init__(self, timeout: float, memory_limit: int | None):
         self.folder = Path(tempfile.mkdtemp(prefix="moe-conformance-faults-"))
         self.timeout, self.memory_limit = timeout, memory_limit
-        self.faults: list[dict] = []
+        self.first_fault: dict[str, tuple[dict, str]] = {}  # architecture -> (its first fault's record, kind)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -225,12 +233,6 @@ class FaultCollector:
             report.user_properties.append(("moe_replaced", running["replace"]))
             return
         record = dict(running["record"])
-        earlier = faulted_reason(self.folder, record["arch"])
-        if earlier:  # a second test of an architecture already faulted (running at once on another worker)
-            record.update(outcome=SKIPPED, message=earlier, uncovered=False, not_judged=True)
-            report.user_properties.append(("moe_conformance", record))
-            report.when, report.outcome, report.longrepr = "call", "skipped", (crashitem.split("::")[0], None, earlier)
-            return
         hung = _read_text(self.folder / f"{worker}.timeout")
         if hung.startswith("Timeout"):
             kind = TIMEOUT
@@ -244,7 +246,19 @@ class FaultCollector:
         report.when = "call"  # the test's own outcome, as if its call had reported it
         report.longrepr = message
         mark_faulted(self.folder, record, kind)
-        self.faults.append(record)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """The first fault of an architecture is its one failure. Another test of it that faults too (running at
+        the same time on another worker) is not judged, as the tests that start after the first."""
+        record = dict(report.user_properties).get("moe_conformance")
+        if not record or report.when != "call" or record["outcome"] not in FAULTS:
+            return
+        first = self.first_fault.setdefault(record["arch"], (record, record["outcome"]))
+        if first[0] is not record:
+            reason = not_judged_reason(*first)
+            record.update(outcome=SKIPPED, message=reason, not_judged=True)
+            report.outcome, report.longrepr = "skipped", (report.nodeid.split("::")[0], None, reason)
 
 
 FATAL_LINE = re.compile(r"^Fatal Python error: (.+)$", re.M)

@@ -72,15 +72,17 @@ def test_a_segfault_is_one_crash_naming_the_signal(tmp_path, workers):
     assert_one_located_fault(run, results, "crash", "Segmentation fault", "fault_mutants.py")
 
 
-def test_a_sticky_device_error_is_one_device_fault_and_its_worker_is_replaced(tmp_path):
-    run, results = run_suite("reports_sticky_device_error", tmp_path)
+@pytest.mark.parametrize("workers", ["0", "2"])  # with 2, both workers may hit Mixtral at once: still one DEVICE
+def test_a_sticky_device_error_is_one_device_fault_and_its_worker_is_replaced(tmp_path, workers):
+    run, results = run_suite("reports_sticky_device_error", tmp_path, "-n", workers)
     assert_one_located_fault(run, results, "device", "device-side assert triggered")
     assert "rerun" not in run.stdout.splitlines()[-1], "the test given back to a fresh worker is not a result"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="a device-side assert needs a CUDA device")
-def test_a_cuda_device_side_assert_is_one_device_fault(tmp_path):
-    run, results = run_suite("device_assert", tmp_path, "--device", "cuda")
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_cuda_device_side_assert_is_one_device_fault(tmp_path, workers):
+    run, results = run_suite("device_assert", tmp_path, "--device", "cuda", "-n", workers)
     assert_one_located_fault(run, results, "device", "device-side assert triggered")
 
 
