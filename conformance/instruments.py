@@ -124,6 +124,9 @@ def _hook_experts(case: ArchCase, block: nn.Module, captured: dict[str, Any]) ->
             tensors = [a for a in bound if isinstance(a, torch.Tensor)]
             captured["tokens"] = tensors[0].detach().reshape(-1, tensors[0].shape[-1])
             captured["index"] = next((a.detach() for a in tensors[1:] if not a.is_floating_point()), None)
+            # the routing weights: the first floating tensor after the index, shaped like it
+            weights = [a for a in tensors[1:] if a.is_floating_point() and captured["index"] is not None and a.shape == captured["index"].shape]
+            captured["weights"] = weights[0].detach() if weights else None
 
         return [experts.register_forward_pre_hook(grab_indexed, with_kwargs=True)]
     return None
@@ -155,6 +158,12 @@ def recording_routing(case: ArchCase, block: nn.Module, label: str) -> Iterator[
             tokens, index = captured["tokens"], captured["index"]
             if index is None:
                 raise HarnessError(f"{label}: cannot observe the original {case.block}: its experts were called without a top-k index")
+            # A route of weight exactly 0 is not routing: the expert's rows for it add nothing to the output, and a
+            # quantizer calibrating the expert on them would skew its statistics with tokens it never serves. The
+            # original may still compute them (LongCat-Flash 5.25 sends its zero-expert routes to real experts
+            # as weight-0 dummy rows, to spread expert-parallel traffic; ZAYA's skip class goes to expert 0).
+            if captured.get("weights") is not None:
+                index = index.masked_fill(captured["weights"] == 0, -1)
             routed = [sorted(set(torch.nonzero((index == e).any(dim=-1)).flatten().tolist())) for e in range(case.experts)]
             return Routing(tokens, routed)
         if "rows" not in captured or "block_input" not in captured:

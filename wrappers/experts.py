@@ -35,7 +35,9 @@ def dispatch_to_experts(
     """Combine ``sum_k top_k_weights[t, k] * experts[top_k_index[t, k]](hidden_states[t])`` for every token t.
 
     ``hidden_states`` is ``[T, H]``; ``top_k_index``/``top_k_weights`` are ``[T, k]``. Indices outside
-    ``[0, len(experts))`` are skipped (transformers uses ``num_experts`` as an expert-parallel sentinel).
+    ``[0, len(experts))`` are skipped (transformers uses ``num_experts`` as an expert-parallel sentinel), and so
+    are routes of weight exactly 0: they add nothing to the output, and an expert calibrated on them would be
+    calibrated on tokens it never serves (LongCat-Flash's dummy rows, ZAYA's skip class; ``routed_tokens_only``).
     The sum is accumulated in ``accumulate_dtype`` (default: the input dtype), each contribution cast to it
     first, as transformers does. ``weighted_fn``, where given, transforms each expert's weighted rows before
     they are summed (NLLB-MoE's token dropout).
@@ -48,7 +50,7 @@ def dispatch_to_experts(
     """
     acc_dtype = accumulate_dtype or hidden_states.dtype
     out = torch.zeros(hidden_states.shape, dtype=acc_dtype, device=hidden_states.device)
-    plan = _RoutingPlan(top_k_index, len(experts))
+    plan = _RoutingPlan(top_k_index, len(experts), top_k_weights)
     weights = plan.slot_weights(top_k_weights)
     if calibrate_all_experts:
         # weighted_fn runs right after each expert, as before (its dropout draws in that order): no groups then
@@ -134,11 +136,13 @@ class _RoutingPlan:
     slot goes to no expert.
     """
 
-    def __init__(self, top_k_index: torch.Tensor, num_experts: int):
+    def __init__(self, top_k_index: torch.Tensor, num_experts: int, top_k_weights: torch.Tensor | None = None):
         tokens, k = top_k_index.shape
         with torch.no_grad():
             # -1 and anything past the last expert -> num_experts (clamp, then -1 wraps round to it)
             expert = top_k_index.t().reshape(-1).clamp(-1, num_experts).remainder(num_experts + 1)
+            if top_k_weights is not None and top_k_weights.shape == top_k_index.shape:  # weight 0: no route
+                expert = expert.masked_fill(top_k_weights.t().reshape(-1) == 0, num_experts)
             sorted_expert, self.order = torch.sort(expert, stable=True)
             first = torch.arange(num_experts + 1, device=expert.device, dtype=expert.dtype)
             starts = torch.searchsorted(sorted_expert, first)
