@@ -289,7 +289,7 @@ class LinearExperts(nn.ModuleList):
         # Rows of gate_up_proj past down_proj's experts are identity ("zero") experts (LongCat-Flash): routed
         # like the others, they pass their tokens through, scaled by the routing weight.
         experts += [nn.Identity() for _ in range(_first_weight(fused, layout).shape[0] - fused.down_proj.shape[0])]
-        super().__init__(experts)
+        nn.ModuleList.__init__(self, experts)  # not super(): below a wrapping subclass that is the experts class's
         self.calibrate_all_experts = calibrate_all_experts
         # The config whose `_experts_implementation` picks the decorated original's forward (read per call, as
         # the decorator does); undecorated modules always run their own, eager, arithmetic.
@@ -300,15 +300,18 @@ class LinearExperts(nn.ModuleList):
         return len(self)
 
     def forward(self, hidden_states, top_k_index, top_k_weights):
+        return self.dispatch(self, hidden_states, top_k_index, top_k_weights)
+
+    def dispatch(self, experts, hidden_states, top_k_index, top_k_weights):
         # The arithmetic of the forward the original would run: eager casts each weighted contribution to the
         # hidden dtype and index_adds there; batched_mm/grouped_mm (a whole v5 model's default) sum in float32
         # and cast once. Both are the same in float32; in bfloat16 they differ by rounding that deep models
         # amplify, so a wrapper matching only eager would not match the model's own default output.
         implementation = getattr(self._dispatch_config, "_experts_implementation", None)
         if implementation in (None, "eager"):
-            return dispatch_to_experts(self, hidden_states, top_k_index, top_k_weights, self.calibrate_all_experts)
+            return dispatch_to_experts(experts, hidden_states, top_k_index, top_k_weights, self.calibrate_all_experts)
         out = dispatch_to_experts(
-            self, hidden_states, top_k_index, top_k_weights, self.calibrate_all_experts, accumulate_dtype=torch.float32
+            experts, hidden_states, top_k_index, top_k_weights, self.calibrate_all_experts, accumulate_dtype=torch.float32
         )
         return out.to(hidden_states.dtype)
 
