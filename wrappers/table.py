@@ -96,11 +96,13 @@ BLOCK_MECHANISMS: dict[str, type[CalibrationMoEBlock] | None] = {
     "Inkling2LoopSparseMoeBlock": GENERIC,  # Inkling2's block, called once per loop pass in looped layers
     "KimiLinearMoE": GENERIC,
     "Kolibri1SparseMoeBlock": GENERIC,
+    "Kolibri1_1SparseMoeBlock": GENERIC,  # Kolibri-1's routing; its config validates a sliding/indexed attention layout
     "LagunaSparseMoeBlock": GENERIC,
     "LaraMiniSparseMoeBlock": GENERIC,  # softmax routing in float32, an ungated shared expert
     "Lfm2MoeSparseMoeBlock": GENERIC,  # its router takes the block's expert_bias
     "MellumSparseMoeBlock": GENERIC,
     "MiMoV2FlashMoE": GENERIC,
+    "MiniCPM5MoeMoE": GENERIC,
     "MiniMaxM2SparseMoeBlock": GENERIC,
     "MiniMaxM3VLSparseMoeBlock": GENERIC,  # clamped SwiGLU experts, reproduced through their _apply_gate
     "Mistral4MoE": GENERIC,
