@@ -1,9 +1,9 @@
-"""Defuser 0.0.28 and auto-round 0.16.1 on transformers 5.25: the release's three new MoE blocks are left fused.
-
-ErgoMoE, Kolibri1_1SparseMoeBlock and MiniCPM5MoeMoE keep their fused 3-D experts after each project prepares the
-model (Defuser: convert_model; auto-round: special_model_handler.update_module then materialize_model_, as
-AutoRound prepares a model object), so no per-expert nn.Linear exists for a quantizer to observe: calibration of
-those experts is silently skipped. Standalone: a tiny causal LM of each built from a config (no hub).
+"""Defuser 0.0.28 and auto-round 0.16.1 on transformers 5.25: which of the release's three new MoE blocks are left
+fused. Defuser leaves all three (ErgoMoE, Kolibri1_1SparseMoeBlock, MiniCPM5MoeMoE); auto-round unfuses
+Kolibri-1.1's and MiniCPM5's (its generic unfuse) but leaves Ergo's, whose experts class subclasses the decorated
+one. A block left fused has no per-expert nn.Linear for a quantizer to observe: its calibration is silently
+skipped. (Defuser: convert_model; auto-round: special_model_handler.update_module then materialize_model_, as
+AutoRound prepares a model object.) Standalone: a tiny causal LM of each built from a config (no hub).
 
     python peers-5.25-new-classes-unconverted.py defuser
     python peers-5.25-new-classes-unconverted.py auto_round
