@@ -183,7 +183,8 @@ def _tiny_config(block_cls: type, package, mrope: bool) -> tuple[type, dict[str,
                 overrides.update({k: True for k, v in defaults.items() if v is False and re.search(r"moe|expert", k)})
                 block = _build_block(block_cls, config_cls(**overrides))
         except Exception as exc:
-            tried.append(f"{config_cls.__name__}: {type(exc).__name__}: {str(exc)[:160]}")
+            # a validator's refusal whole (it names the fields), other errors cut short
+            tried.append(str(exc)[:600] if isinstance(exc, DerivationError) else f"{config_cls.__name__}: {type(exc).__name__}: {str(exc)[:160]}")
             continue
         if isinstance(getattr(block, "experts", None), nn.Module):
             return config_cls, overrides, block
