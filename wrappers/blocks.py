@@ -276,8 +276,9 @@ def mechanism_for_class(block_cls: type) -> StructureVerdict:
     from its source as ``choose_mechanism`` decides from an instance:
 
     - ``FusedExpertsMechanism``: ``__init__`` sets ``self.experts`` to a class decorated with
-      ``@use_experts_implementation`` (or with an ``experts(hidden_states, top_k_index, top_k_weights)``
-      forward) holding 3-D ``gate_up_proj``/``up_proj`` and ``down_proj`` parameters, and the block calls it
+      ``@use_experts_implementation`` or subclassing one (fused by construction: the decorator's flags say
+      how), or to an undecorated class with an ``experts(hidden_states, top_k_index, top_k_weights)`` forward
+      whose source holds 3-D ``gate_up_proj``/``up_proj`` and ``down_proj`` parameters; and the block calls it
       with exactly those three arguments;
     - ``MoeMethodMechanism``: ``self.experts`` is an ``nn.ModuleList`` and the class has a ``moe`` method.
 
