@@ -3,6 +3,7 @@ block on the day transformers adds it, before anyone writes its `wrappers/table.
 
     python benchmarks/zero_day.py            # all standard v5 architectures, pytest -n 1
     python benchmarks/zero_day.py -n 0 -k qwen3_moe
+    python benchmarks/zero_day.py --blocks ErgoMoE Kolibri1_1SparseMoeBlock MiniCPM5MoeMoE   # a release's new ones
 
 It takes every hand-written fixture entry whose block the installed transformers builds with standard v5
 fused experts (`wrappers.blocks.mechanism_for_class` -> FusedExpertsMechanism), and, in a scratch copy of the
@@ -42,14 +43,16 @@ COPIED = {"conformance": "moe_conformance", "wrappers": "moe_conformance/wrapper
 _TABLE = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
 
 
-def standard_v5_entries() -> dict[str, str]:
+def standard_v5_entries(only: set[str] | None = None) -> dict[str, str]:
     """model_type -> block class of the hand-written entries whose block a generic mechanism serves as fused
-    v5 experts in the installed transformers."""
+    v5 experts in the installed transformers (of those named in ``only``, where given)."""
     from moe_conformance.cases import load_cases
     from moe_conformance.wrappers.blocks import FusedExpertsMechanism, mechanism_for_class
 
     entries = {}
     for case in load_cases(derive=False):
+        if only is not None and case.block not in only:
+            continue
         if not case.absent_reason() and mechanism_for_class(case.block_class).mechanism is FusedExpertsMechanism:
             entries[case.model_type] = case.block
     return entries
@@ -158,13 +161,16 @@ def main() -> None:
     parser.add_argument("-n", default="1", help="pytest-xdist workers for the scratch run (default 1)")
     parser.add_argument("-k", default=None, help="narrow the scratch run further (a pytest -k expression)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy and print where it is")
+    parser.add_argument("--blocks", nargs="+", default=None, help="only these block classes' hand entries and names removed")
     args = parser.parse_args()
 
     import torch
     import transformers
 
-    entries = standard_v5_entries()
+    entries = standard_v5_entries(set(args.blocks) if args.blocks else None)
     blocks = set(entries.values())
+    if args.blocks and blocks != set(args.blocks):
+        sys.exit(f"zero_day: no hand entry of a block served as standard fused experts for {sorted(set(args.blocks) - blocks)}")
     root = Path(tempfile.mkdtemp(prefix="moe-zero-day-"))
     try:
         make_scratch(root, set(entries), blocks)
@@ -202,6 +208,11 @@ def main() -> None:
     if completeness:
         print(f"  registry_completeness in the scratch run: {completeness.get('covered')} covered of "
               f"{completeness.get('found')} found, uncovered {completeness.get('no_wrapper')}, unchecked {completeness.get('no_fixture')}")
+    if args.blocks:  # a few named: one line each
+        for block in sorted(blocks):
+            outcomes = by_arch.get(derived.get(block, ""), [])
+            passed = sum(r["outcome"] == "passed" for r in outcomes)
+            print(f"  {block}: covered {info['covered'].get(block)}, derived fixture {derived.get(block)}, {passed}/{len(outcomes)} tests passed")
     for block in sorted(blocks - set(checked)):
         print(f"no fixture derived: {block}: {info['problems'].get(block, '?')}")
     for block in failing:

@@ -1,9 +1,8 @@
 """Fixture cases derived from a config class's defaults, for MoE blocks that have no hand-written entry.
 
 A transformers release adds MoE blocks before anyone writes their fixture entry. For every block the discovery
-scan finds that no hand entry checks, and whose structure a generic mechanism serves
-(``wrappers.blocks.mechanism_for_class``: the layouts a fixture entry needs no special keys for), a case is
-derived here: the config class the block is built from, its defaults shrunk by ``tiny_config``, the package's
+scan finds that no hand entry checks, a case is derived here from transformers alone (no implementation is asked
+whether it can serve the block: a peer must be checkable on a class the reference does not cover): the config class the block is built from, its defaults shrunk by ``tiny_config``, the package's
 ``*ForCausalLM`` (else a ``*Model`` taking ids) as the whole model, shrunk further until it is tiny, and the
 routing knobs the config has, for hypothesis. Such cases are marked ``source = "derived"``: they check the
 block, but no one has reviewed them. Hand-written entries always win. A class for which no case can be
@@ -77,17 +76,12 @@ def _derive(hand_blocks: frozenset[str], taken: frozenset[str], excluded: frozen
 
 def derive_case(moe_class: MoEClass, taken_names: set[str] | frozenset[str] = frozenset()) -> ArchCase:
     """The derived case of one discovered class; ``DerivationError`` says why there is none."""
-    from moe_conformance.wrappers.blocks import mechanism_for_class
-
     try:
         modeling = importlib.import_module(f"transformers.models.{moe_class.module}")
         package = importlib.import_module(f"transformers.models.{moe_class.model_dir}")
     except Exception as exc:
         raise DerivationError(f"transformers.models.{moe_class.module} cannot be imported ({type(exc).__name__}: {exc})") from None
     block_cls = getattr(modeling, moe_class.name)
-    verdict = mechanism_for_class(block_cls)
-    if verdict.mechanism is None:
-        raise DerivationError(f"no generic mechanism serves it: {verdict.reason}")
     _require_standard_call(block_cls)
     config_cls, config, block = _tiny_config(block_cls, package, mrope="mrope_section" in inspect.getsource(modeling))
     experts, projections = _expert_counts(block)
@@ -182,19 +176,62 @@ def _tiny_config(block_cls: type, package, mrope: bool) -> tuple[type, dict[str,
     for config_cls in _config_candidates(block_cls, package):
         try:
             defaults = config_cls().to_dict()
-            overrides = tiny_overrides(defaults, mrope=mrope)
+            overrides = _validated(config_cls, defaults, tiny_overrides(defaults, mrope=mrope))
             block = _build_block(block_cls, config_cls(**overrides))
             if not isinstance(getattr(block, "experts", None), nn.Module):
                 # experts switched off by default (Gemma 4's enable_moe_block): switch on what reads so
                 overrides.update({k: True for k, v in defaults.items() if v is False and re.search(r"moe|expert", k)})
                 block = _build_block(block_cls, config_cls(**overrides))
         except Exception as exc:
-            tried.append(f"{config_cls.__name__}: {type(exc).__name__}: {str(exc)[:160]}")
+            # a validator's refusal whole (it names the fields), other errors cut short
+            tried.append(str(exc)[:600] if isinstance(exc, DerivationError) else f"{config_cls.__name__}: {type(exc).__name__}: {str(exc)[:160]}")
             continue
         if isinstance(getattr(block, "experts", None), nn.Module):
             return config_cls, overrides, block
         tried.append(f"{config_cls.__name__}: the block has no experts module")
     raise DerivationError("no config class of its package builds it from shrunk defaults (" + "; ".join(tried or ["none found"]) + ")")
+
+
+_MAX_PUT_BACK = 4
+
+
+def _refusal(config_cls: type, overrides: dict[str, Any]) -> str | None:
+    """Why ``config_cls(**overrides)`` raises (its validators' message, one line), or None where it builds."""
+    try:
+        config_cls(**overrides)
+        return None
+    except Exception as exc:
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def _validated(config_cls: type, defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides``, or, where the config's validators refuse them, the same with a few shrunk values put back
+    at their defaults (Kolibri-1.1: a ``head_dim`` that is a multiple of 16, then query heads enough for its
+    indexer). Each round puts back the one value that makes the config valid, preferring the fields the refusal
+    names; else a named field whose default changes the refusal. Where that does not end in a valid config,
+    ``DerivationError`` names the fields the refusal names and what would fix it."""
+    refusal, first, put_back = _refusal(config_cls, overrides), None, []
+    for _ in range(_MAX_PUT_BACK):
+        if refusal is None:
+            return overrides
+        first = first or refusal
+        named = [k for k in overrides if re.search(rf"\b{re.escape(k)}\b", refusal)]
+        tries = {k: _refusal(config_cls, {o: v for o, v in overrides.items() if o != k}) for k in [*named, *(k for k in overrides if k not in named)]}
+        key = next((k for k, r in tries.items() if r is None), None) or next((k for k in named if tries[k] != refusal), None)
+        if key is None:
+            break
+        overrides = {o: v for o, v in overrides.items() if o != key}
+        put_back.append(key)
+        refusal = tries[key]
+    if refusal is None:
+        return overrides
+    named = [k for k in defaults if re.search(rf"\b{re.escape(k)}\b", refusal)]
+    fields = ", ".join(f"{k} (default {defaults.get(k)!r})" for k in named) or "no field by name"
+    tried = f" after putting back {', '.join(put_back)}" if put_back else ""
+    raise DerivationError(
+        f"{config_cls.__name__}'s validators refuse the shrunk defaults{tried} ({refusal[:300]}); the refusal names "
+        f"{fields}: a hand entry must set them to values the validator accepts (or tiny_config.py a rule for them)"
+    )
 
 
 def _expert_counts(block: nn.Module) -> tuple[int, int]:
@@ -203,7 +240,13 @@ def _expert_counts(block: nn.Module) -> tuple[int, int]:
     experts = block.experts
     if isinstance(experts, nn.ModuleList):
         return len(experts), sum(isinstance(m, nn.Linear) for m in experts[0].modules())
-    return experts.down_proj.shape[0], 3 if getattr(experts, "has_gate", True) and hasattr(experts, "gate_up_proj") else 2
+    down = getattr(experts, "down_proj", None)
+    if not (isinstance(down, torch.Tensor) and down.dim() == 3):
+        raise DerivationError(
+            f"its experts ({type(experts).__name__}) are neither a ModuleList nor fused 3-D experts with a down_proj: a "
+            "hand entry must say how many experts and Linears a wrapper exposes"
+        )
+    return down.shape[0], 3 if getattr(experts, "has_gate", True) and hasattr(experts, "gate_up_proj") else 2
 
 
 def _model_candidates(package, config_cls: type) -> list[str]:

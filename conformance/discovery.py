@@ -205,54 +205,29 @@ def completeness(
 
 def unreviewed_messages(report: Completeness, impl) -> list[str]:
     """One line per target class no hand-written entry checks (the canary's ``--require-reviewed``): whether
-    ``impl`` already covers it and a derived fixture checks it, or what it needs. Why no generic mechanism
-    serves a class is the reference's verdict on it (``wrappers.blocks.mechanism_for_class``)."""
+    ``impl`` already covers it and a derived fixture checks it, or what it needs. Judged from ``impl``'s answer
+    and the derivation alone: no other implementation is asked."""
     lines = []
     for c in report.unreviewed:
         where = f"{c.name} ({c.module})"
         wrapper = impl.wrapper_for(c.name) if hasattr(impl, "wrapper_for") else impl.covers(c.name) or None
+        checked = f"a derived fixture ({report.derived[c.name]})" if c.name in report.derived else None
+        problem = report.derivation_problems.get(c.name, "none was derived")
         if wrapper is None:
-            lines.append(
-                f"unreviewed: {where}: {_why_uncovered(c.name, impl.name)}; needs a hand-written wrapper in wrappers/ "
-                "and a fixture entry"
-            )
-            continue
-        covered = f"covered by {_coverage(c.name, wrapper, impl)}"
-        if c.name in report.derived:
-            lines.append(
-                f"unreviewed: {where}: {covered}, checked by a derived fixture ({report.derived[c.name]}): review it "
-                "and add a hand entry"
-            )
+            fixture = f"{checked} checks it once it is covered" if checked else f"no fixture checks it ({problem})"
+            lines.append(f"unreviewed: {where}: {impl.name} has no wrapper for it, and {fixture}; needs a wrapper and a fixture entry")
+        elif checked:
+            lines.append(f"unreviewed: {where}: covered by {_coverage(c.name, wrapper, impl)}, checked by {checked}: review it and add a hand entry")
         else:
-            problem = report.derivation_problems.get(c.name, "none was derived")
-            lines.append(f"unreviewed: {where}: {covered}, but no fixture checks it ({problem}): needs a fixture entry")
+            lines.append(f"unreviewed: {where}: covered by {_coverage(c.name, wrapper, impl)}, but no fixture checks it ({problem}): needs a fixture entry")
     return lines
 
 
 def _coverage(name: str, wrapper: type, impl) -> str:
-    """How ``impl`` covers the class: its registered wrapper, the generic mechanism that serves its structure,
-    or its conversion."""
+    """How ``impl`` covers the class: its registered wrapper, one it resolves from the class (no name
+    registered), or its conversion."""
     if not isinstance(wrapper, type):
         return f"{impl.name}'s conversion"
     if getattr(impl, "covered_by_name", lambda n: True)(name):
         return f"{impl.name}'s registered {wrapper.__qualname__}"
-    verdict = _reference_verdict(name)
-    return f"{verdict.mechanism.__name__} (by its structure)" if verdict and verdict.mechanism else f"{impl.name} (by its structure)"
-
-
-def _why_uncovered(name: str, impl_name: str) -> str:
-    verdict = _reference_verdict(name)
-    if verdict is None:
-        return f"{impl_name} has no wrapper for it, and its class cannot be imported here"
-    if verdict.mechanism is None:
-        return f"no generic mechanism serves it: {verdict.reason}"
-    return f"{impl_name} has no wrapper for it (the reference's {verdict.mechanism.__name__} would serve it)"
-
-
-def _reference_verdict(name: str):
-    block_cls = discovered_class(name)
-    if block_cls is None:
-        return None
-    from moe_conformance.wrappers.blocks import mechanism_for_class
-
-    return mechanism_for_class(block_cls)
+    return f"{impl.name}'s {wrapper.__qualname__}, resolved from the class (no name registered)"

@@ -112,21 +112,36 @@ def _hook_experts(case: ArchCase, block: nn.Module, captured: dict[str, Any]) ->
 
             return grab
 
-        return [m.register_forward_pre_hook(grab_member(i)) for i, m in enumerate(members)]
+        hooks = [m.register_forward_pre_hook(grab_member(i)) for i, m in enumerate(members)]
+        if type(experts).forward is not nn.Module.forward:
+            # a container with a forward of its own (5.x NLLB-MoE's, called with (tokens, index, weights)): where
+            # it passes an index with weights shaped like it, the routing is read from them, weight-0 slots
+            # dropped, rather than from the rows its members received (see routing())
+            hooks.append(experts.register_forward_pre_hook(_grab_indexed(experts, captured, "container_"), with_kwargs=True))
+        return hooks
     if isinstance(experts, nn.Module):
         # One module for all experts (fused 3-D, DBRX's stacked 2-D), called with the tokens and the top-k index.
-        signature = inspect.signature(experts.forward)
-
-        def grab_indexed(module, hook_args, hook_kwargs):
-            # Positional or keyword (4.57 gpt-oss passes router_indices=...): the first tensor is the hidden
-            # states, the first integer tensor after it the top-k expert index.
-            bound = signature.bind(*hook_args, **hook_kwargs).arguments.values()
-            tensors = [a for a in bound if isinstance(a, torch.Tensor)]
-            captured["tokens"] = tensors[0].detach().reshape(-1, tensors[0].shape[-1])
-            captured["index"] = next((a.detach() for a in tensors[1:] if not a.is_floating_point()), None)
-
-        return [experts.register_forward_pre_hook(grab_indexed, with_kwargs=True)]
+        return [experts.register_forward_pre_hook(_grab_indexed(experts, captured), with_kwargs=True)]
     return None
+
+
+def _grab_indexed(experts: nn.Module, captured: dict[str, Any], prefix: str = ""):
+    """A pre-hook recording an experts call's tokens, top-k index and routing weights under ``prefix``."""
+    signature = inspect.signature(experts.forward)
+
+    def grab(module, hook_args, hook_kwargs):
+        # Positional or keyword (4.57 gpt-oss passes router_indices=...): the first tensor is the hidden
+        # states, the first integer tensor after it the top-k expert index, the first floating tensor after
+        # that shaped like the index its routing weights.
+        bound = signature.bind(*hook_args, **hook_kwargs).arguments.values()
+        tensors = [a for a in bound if isinstance(a, torch.Tensor)]
+        index = next((a.detach() for a in tensors[1:] if not a.is_floating_point()), None)
+        weights = [a for a in tensors[1:] if a.is_floating_point() and index is not None and a.shape == index.shape]
+        captured[f"{prefix}tokens"] = tensors[0].detach().reshape(-1, tensors[0].shape[-1])
+        captured[f"{prefix}index"] = index
+        captured[f"{prefix}weights"] = weights[0].detach() if weights else None
+
+    return grab
 
 
 @contextlib.contextmanager
@@ -151,10 +166,18 @@ def recording_routing(case: ArchCase, block: nn.Module, label: str) -> Iterator[
             tokens, rows = captured["block_input"], captured["dense"]
             routed = [torch.nonzero((rows[e] != 0).any(dim=-1)).flatten().tolist() for e in range(case.experts)]
             return Routing(tokens, routed, rows)
+        if captured.get("container_weights") is not None:  # a container's own forward, given weights
+            captured.update({k: captured[f"container_{k}"] for k in ("tokens", "index", "weights")})
         if "tokens" in captured:
             tokens, index = captured["tokens"], captured["index"]
             if index is None:
                 raise HarnessError(f"{label}: cannot observe the original {case.block}: its experts were called without a top-k index")
+            # A route of weight exactly 0 is not routing: the expert's rows for it add nothing to the output, and a
+            # quantizer calibrating the expert on them would skew its statistics with tokens it never serves. The
+            # original may still compute them (LongCat-Flash 5.25 sends its zero-expert routes to real experts
+            # as weight-0 dummy rows, to spread expert-parallel traffic; ZAYA's skip class goes to expert 0).
+            if captured.get("weights") is not None:
+                index = index.masked_fill(captured["weights"] == 0, -1)
             routed = [sorted(set(torch.nonzero((index == e).any(dim=-1)).flatten().tolist())) for e in range(case.experts)]
             return Routing(tokens, routed)
         if "rows" not in captured or "block_input" not in captured:

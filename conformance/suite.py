@@ -100,7 +100,9 @@ CHECKS: dict[str, CheckSpec] = {
         CheckSpec("all_experts_observed", "all_seen", "calibrate_all_experts=True: every Linear of every expert receives every token, once (after its routed tokens "
                   "again for a discard pass; duplicates allowed at coverage all_tokens; not offered at coverage rotating or routed_only).",
                   check_all_experts_observed, ("all_experts",), DTYPES, True, ALL_TOKENS),
-        CheckSpec("routed_tokens_only", "routed", "calibrate_all_experts=False: each expert receives exactly the tokens the original routes to it.",
+        CheckSpec("routed_tokens_only", "routed", "calibrate_all_experts=False: each expert receives exactly the tokens the original routes to it with a "
+                  "non-zero weight (a weight-0 route, such as LongCat-Flash's dummy rows, contributes nothing: calibrating the "
+                  "expert on it would skew its statistics with a token it never serves).",
                   check_routed_tokens_only, ("routed",), DTYPES, True),
         CheckSpec("output_matches", "output", "The wrapper's (converted block's) output equals the original block's (computed before): same structure, "
                   "dtype, shape, every element (router logits too), within the dtype's tolerance.",

@@ -6,7 +6,8 @@ they learned, made generic, so that a block no one has written an entry for yet 
 I != H and every fused layout can be told apart by shape), shared experts 40 wide, dense MLPs 64, 3 layers,
 4 heads of 8, LoRA ranks 16, 128 tokens, and the heads of linear-attention, indexer, sliding-window and Mamba
 layers made as small as the attention's. Relations between defaults are kept where the model needs them
-(key/value heads equal to the heads; ``head_dim`` = nope + rope dims; per-layer lists cut to the layers kept).
+(key/value heads equal to the heads; ``head_dim`` = nope + rope dims; per-layer lists, found by their length,
+cut to the layers kept, and lists of layer indices renumbered).
 Whatever the rules miss, ``derived_fixtures`` finds through the whole model's largest tensor.
 """
 
@@ -203,10 +204,15 @@ def tiny_overrides(defaults: dict[str, Any], mrope: bool = False) -> dict[str, A
             new = 0.0 if "jitter" in key else None
         elif isinstance(value, list) and "token_id" in key:
             new = [v if not isinstance(v, int) or v < _S["vocab"] else 0 for v in value]
+        elif kept is not None and _is_per_layer(value, count):
+            # one entry per layer (found by its length, whatever its name): the kept layers' entries; where the
+            # entries name layers (Kolibri-1.1's kv_source_layers), renumbered, a layer whose one is not kept
+            # naming itself
+            new = [value[i] for i in kept]
+            if _is_index_list(key, value):
+                new = [kept.index(v) if v in kept else n for n, v in enumerate(new)]
         elif kept is not None and _is_index_list(key, value):
             new = [kept.index(i) for i in value if i in kept]
-        elif kept is not None and _is_per_layer(value, count):
-            new = [value[i] for i in kept]
         else:
             new = None
         if new is not None and new != value:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from moe_conformance.wrappers.decorated import linear_experts
 from moe_conformance.wrappers.experts import LinearExperts, is_fused_experts
 
 __all__ = ["BUGS", "CONTRACT_LEVELS", "CONVERSION_MUTANTS", "Conversion", "ConversionMutant", "RestoringConversion", "calibration_mode", "converts", "prepare_model"]
@@ -36,8 +37,8 @@ BUGS = {
 }
 
 
-class FlagLinearExperts(LinearExperts):
-    """``LinearExperts`` whose all-experts mode is the module's global flag rather than its own attribute."""
+class _GlobalFlag:
+    """The all-experts mode read from the module-global flag rather than the experts' own attribute."""
 
     @property
     def calibrate_all_experts(self) -> bool:
@@ -46,6 +47,24 @@ class FlagLinearExperts(LinearExperts):
     @calibrate_all_experts.setter
     def calibrate_all_experts(self, value: bool) -> None:
         pass  # LinearExperts sets it when built; the flag decides
+
+
+class FlagLinearExperts(_GlobalFlag, LinearExperts):
+    """``LinearExperts`` whose all-experts mode is the module's global flag."""
+
+
+_flag_classes: dict[type, type] = {LinearExperts: FlagLinearExperts}
+
+
+def flag_experts(fused: nn.Module) -> LinearExperts:
+    """The reference's per-expert Linears for ``fused`` (only its decorated dispatch, where its class wraps
+    that: Ergo's per-expert norm stays), in the global flag's mode."""
+    experts = linear_experts(fused)
+    cls = type(experts)
+    if cls not in _flag_classes:
+        _flag_classes[cls] = type(f"Flag{cls.__name__}", (_GlobalFlag, cls), {"__module__": __name__})
+    experts.__class__ = _flag_classes[cls]
+    return experts
 
 
 def _forward_through_linears(self, hidden_states, top_k_index, top_k_weights):
@@ -73,7 +92,7 @@ class Conversion:
             self.converted_classes.add(type(experts))
             if self.bug == "patches_experts_class":
                 type(experts).forward = _forward_through_linears
-            module.experts = FlagLinearExperts(experts)
+            module.experts = flag_experts(experts)
             if self.bug == "misses_a_block":
                 return model
         return model

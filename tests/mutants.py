@@ -305,6 +305,26 @@ def _relayout(**flags: bool) -> type:
     return WrongLayout
 
 
+class _FeedsWeightZeroRoutes(LinearExperts):
+    """Routes of weight 0 treated as routes: each expert is fed the rows the original sends it only as a
+    communication device (LongCat-Flash 5.25's dummy rows), which add nothing to the output (a weight too small
+    to count stands in for the 0, so the output is unchanged)."""
+
+    def forward(self, hidden_states, top_k_index, top_k_weights):
+        tiny = torch.finfo(top_k_weights.dtype).tiny
+        return super().forward(hidden_states, top_k_index, top_k_weights.masked_fill(top_k_weights == 0, tiny))
+
+
+class DropsWrappingForward(CalibrationMoEBlock):
+    """The whole experts module replaced by per-expert Linears, where its class wraps transformers' decorated
+    dispatch: what the wrapping forward adds (Ergo's per-expert RMSNorm after each route) is dropped, as
+    auto-round drops Muse Spark's post-expert norm."""
+
+    def __init__(self, original, config=None, calibrate_all_experts=True):
+        super().__init__(original, config, calibrate_all_experts)
+        self.experts = LinearExperts(original.experts, calibrate_all_experts)
+
+
 class WeightsInFloat32(CalibrationMoEBlock):
     """Unpacked weights materialised in float32 whatever the model's dtype (llm-compressor 22ebb0578's dtype bug)."""
 
@@ -444,6 +464,24 @@ def _has_interleaved_experts(block: nn.Module) -> bool:
     return getattr(getattr(block, "experts", None), "is_concatenated", True) is False
 
 
+def _wraps_decorated_dispatch(block: nn.Module) -> bool:
+    """Its experts class subclasses the one ``@use_experts_implementation`` decorated, around that dispatch."""
+    from moe_conformance.wrappers.decorated import decorated_class
+
+    experts = getattr(block, "experts", None)
+    decorated = decorated_class(type(experts)) if experts is not None else None
+    return decorated is not None and decorated is not type(experts)
+
+
+def _routes_with_weight_zero(block: nn.Module) -> bool:
+    """The block sends routes of weight 0 to real experts: LongCat-Flash's zero-expert routes from 5.25 on
+    (before, its fused experts had identity rows for them)."""
+    experts = getattr(block, "experts", None)
+    return bool(getattr(block, "zero_expert_num", 0)) and getattr(experts, "gate_up_proj", None) is not None and (
+        experts.gate_up_proj.shape[0] == experts.down_proj.shape[0]
+    )
+
+
 def _has_scaling_factor(block: nn.Module) -> bool:
     return any(hasattr(getattr(block, r, None), n) for r in ("gate", "router") for n in ("routed_scaling_factor", "route_scale"))
 
@@ -505,6 +543,8 @@ MUTANTS: dict[str, Mutant] = {
         Mutant("context_replaces_first_only", CorrectSubclass, "context stops after the first block", context=_context_replacing_first_block_only),
         Mutant("masks_unrouted_tokens", _experts_class_swap(_MasksUnroutedTokens), "all-experts mode feeds unrouted experts zeroed rows", _has_dispatched_experts),
         Mutant("mutates_shared_config", MutatesSharedConfig, "a top-k override left on the shared config (GPTQModel set_moe_topk)"),
+        Mutant("feeds_weight_zero_routes", _experts_class_swap(_FeedsWeightZeroRoutes), "weight-0 dummy routes calibrated as routed tokens", _routes_with_weight_zero),
+        Mutant("drops_wrapping_forward", DropsWrappingForward, "the experts class's own forward around the dispatch dropped (auto-round, Muse Spark's norm)", _wraps_decorated_dispatch),
     )
 }
 # Model conversions (tests/conversion_impl.py) with one bug each: flag never set, a block missed, class patches.
@@ -515,7 +555,7 @@ MUTANTS.update(CONVERSION_MUTANTS)
 CAUGHT_BY = {
     "covered": ("covers_nothing",),
     "all_experts_observed": ("ignores_calibrate_all_experts", "conversion_flag_never_set"),
-    "routed_tokens_only": ("calibrates_all_when_routed",),
+    "routed_tokens_only": ("calibrates_all_when_routed", "feeds_weight_zero_routes"),
     "output_matches": ("drift_1e_4",),
     "experts_are_linear": ("lies_about_in_features",),
     "restore_semantics": ("restore_returns_wrapper",),
@@ -555,6 +595,7 @@ AIMED_AT = {
     "restore_returns_copy": "restore_semantics",
     "permanent_keeps_original": "restore_semantics",
     "masks_unrouted_tokens": "all_experts_observed",  # cheaper than calibration_smoke, which catches it too
+    "drops_wrapping_forward": "output_matches",
 }
 
 
@@ -567,6 +608,8 @@ def check_order(mutant: str) -> list[str]:
 # The structures of transformers 5.x alone (fused 3-D experts, model conversions of them): a mutant applying only
 # to these applies to no architecture of 4.x.
 FUSED_EXPERTS_ONLY = (_has_dispatched_experts, _has_interleaved_experts, converts)
+# And those of transformers 5.25 on: before it, no architecture has them.
+FROM_TRANSFORMERS_5_25 = (_wraps_decorated_dispatch, _routes_with_weight_zero)
 
 # Each mutant is an attribute of this module, for ``--impl tests.mutants:<name>``.
 globals().update(MUTANTS)

@@ -13,8 +13,8 @@ from hypothesis import Phase, settings
 from moe_conformance import ImplementationError, load_cases, load_implementation, run_checks, wrappers
 from moe_conformance.reference import standardize_lookup_name
 from moe_conformance.suite import CHECKS
-from tests.mutants import AIMED_AT, CAUGHT_BY, FUSED_EXPERTS_ONLY, MUTANTS, _deepseek_style_router, check_order
-from tests.versions import requires_transformers_5
+from tests.mutants import AIMED_AT, CAUGHT_BY, FROM_TRANSFORMERS_5_25, FUSED_EXPERTS_ONLY, MUTANTS, _deepseek_style_router, check_order
+from tests.versions import requires_transformers_5, requires_transformers_5_25
 
 REPO = Path(__file__).resolve().parent.parent
 # Killing a mutant needs one failing example, not a shrunk one: shrinking would replay the suite dozens of times.
@@ -63,10 +63,15 @@ def test_every_check_has_a_mutant_it_catches():
     assert set(CAUGHT_BY) == set(CHECKS), sorted(set(CHECKS) ^ set(CAUGHT_BY))
 
 
-# A mutant of fused 3-D experts has nothing to break in 4.x, which has none: there it is killed under 5.x only.
+def _version_marks(name: str) -> list:
+    applies = MUTANTS[name].applies
+    return [requires_transformers_5_25] if applies in FROM_TRANSFORMERS_5_25 else [requires_transformers_5] if applies in FUSED_EXPERTS_ONLY else []
+
+
+# A mutant of fused 3-D experts has nothing to break in 4.x, which has none: there it is killed under 5.x only
+# (one of a 5.25 structure, from 5.25 on).
 @pytest.mark.parametrize(("check", "name"), [
-    pytest.param(c, m, id=f"{c}-{m}", marks=[requires_transformers_5] if MUTANTS[m].applies in FUSED_EXPERTS_ONLY else [])
-    for c, names in CAUGHT_BY.items() for m in names
+    pytest.param(c, m, id=f"{c}-{m}", marks=_version_marks(m)) for c, names in CAUGHT_BY.items() for m in names
 ])
 def test_every_check_catches_a_mutant_on_its_own(check, name):
     """Each check, run alone, fails on the mutants that break what it guards (on every architecture)."""

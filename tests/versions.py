@@ -12,3 +12,13 @@ requires_transformers_5 = pytest.mark.skipif(
     reason=f"written against transformers 5.x architectures (glm4_moe_lite, fused experts), absent from "
     f"{transformers.__version__}; 4.x blocks are checked by the conformance suite's own runs",
 )
+
+# transformers 5.25 added the structures some mutants break: an experts class wrapping the decorated dispatch
+# (Ergo), weight-0 routes sent to real experts (LongCat-Flash's dummy rows).
+TRANSFORMERS_5_25 = Version(transformers.__version__) >= Version("5.25.0")
+
+requires_transformers_5_25 = pytest.mark.skipif(
+    not TRANSFORMERS_5_25,
+    reason=f"written against transformers 5.25 structures (Ergo's wrapped dispatch, LongCat's weight-0 routes), absent "
+    f"from {transformers.__version__}",
+)

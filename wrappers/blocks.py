@@ -9,8 +9,9 @@ experts. The mechanism is chosen from the block's structure, because one class n
 layouts in different transformers versions (``Qwen3MoeSparseMoeBlock`` holds a ModuleList in 4.57 and fused
 3-D experts in 5.x):
 
-- ``FusedExpertsMechanism`` (transformers v5): ``experts`` becomes ``LinearExperts``, per-expert Linear views
-  of the fused 3-D weights with an all-tokens mode;
+- ``FusedExpertsMechanism`` (transformers v5): the experts' dispatch becomes ``LinearExperts``, per-expert Linear
+  views of the fused 3-D weights with an all-tokens mode (where the experts class wraps transformers' decorated
+  dispatch, only that dispatch: ``decorated.py``);
 - ``MoeMethodMechanism`` (4.x DeepSeek-style blocks): the block's ``moe(hidden, idx, weights)`` method, which
   loops over a ``ModuleList`` of experts, is overridden;
 - a hand-written mechanism, the one ``table.py`` gives the block's class name, for layouts neither serves (4.x
@@ -35,7 +36,8 @@ from torch import nn
 
 from moe_conformance.reference import MoECalibrationModule
 
-from .experts import _V5_EXPERTS_PARAMETERS, LinearExperts, dispatch_to_experts, is_fused_experts
+from .decorated import decorated_class, decorator_flags, linear_experts
+from .experts import _V5_EXPERTS_PARAMETERS, dispatch_to_experts, is_fused_experts
 
 __all__ = [
     "CalibrationMoEBlock",
@@ -124,13 +126,15 @@ def choose_mechanism(original: nn.Module) -> type[CalibrationMoEBlock]:
 
 
 class FusedExpertsMechanism(CalibrationMoEBlock):
-    """v5 blocks that call fused experts as ``experts(hidden[T, H], top_k_index, top_k_weights)``."""
+    """v5 blocks that call fused experts as ``experts(hidden[T, H], top_k_index, top_k_weights)``: the
+    experts' dispatch (the decorated one, below whatever the experts class wraps around it) runs per-expert
+    Linears."""
 
     _is_mechanism = True
 
     def __init__(self, original: nn.Module, config: Any = None, calibrate_all_experts: bool = True):
         super().__init__(original, config, calibrate_all_experts)
-        self.experts = LinearExperts(original.experts, calibrate_all_experts)
+        self.experts = linear_experts(original.experts, calibrate_all_experts)
 
 
 class MoeMethodMechanism(CalibrationMoEBlock):
@@ -232,40 +236,19 @@ def _parameter_dims(experts_cls: type) -> dict[str, int | None]:
     return dims
 
 
-@lru_cache(maxsize=1)
-def _decorated_forward_code() -> Any:
-    """The code object of the forward ``@use_experts_implementation`` installs (one code object, shared by every
-    class it decorates); None where transformers has no such decorator (4.x)."""
-    try:
-        from transformers.integrations.moe import use_experts_implementation
-    except ImportError:
-        return None
-
-    class _Probe(nn.Module):
-        def forward(self, hidden_states, top_k_index, top_k_weights):
-            return hidden_states
-
-    try:
-        return use_experts_implementation(_Probe).forward.__code__
-    except Exception:  # a future decorator that refuses a bare class: fall back to the signature test
-        return None
-
-
-def _is_decorated(experts_cls: type) -> bool:
-    code = _decorated_forward_code()
-    return code is not None and getattr(experts_cls.forward, "__code__", None) is code
-
-
 def _fused_problem(experts_cls: type) -> str | None:
-    """Why ``experts_cls`` is not fused experts ``LinearExperts`` can stand in for, or None if it is."""
-    if not _is_decorated(experts_cls):
-        forward = _method_tree(experts_cls, "forward")
-        parameters = [a.arg for a in forward[0].args.args[1:]] if forward else []
-        if parameters[:3] != _V5_EXPERTS_PARAMETERS:
-            return (
-                f"are called as experts({', '.join(parameters)}), not experts(hidden_states, top_k_index, "
-                "top_k_weights), and are not decorated with @use_experts_implementation"
-            )
+    """Why ``experts_cls`` is not fused experts ``LinearExperts`` can stand in for, or None if it is. A class
+    decorated with ``@use_experts_implementation`` (or subclassing one) is, by construction: the decorator's
+    flags say how its 3-D weights are stored. Only an undecorated class's source is read for them."""
+    if decorator_flags(experts_cls) is not None:
+        return None
+    forward = _method_tree(experts_cls, "forward")
+    parameters = [a.arg for a in forward[0].args.args[1:]] if forward else []
+    if parameters[:3] != _V5_EXPERTS_PARAMETERS:
+        return (
+            f"are called as experts({', '.join(parameters)}), not experts(hidden_states, top_k_index, "
+            "top_k_weights), and are not decorated with @use_experts_implementation"
+        )
     dims = _parameter_dims(experts_cls)
     if dims.get("down_proj") != 3 or 3 not in (dims.get("gate_up_proj"), dims.get("up_proj")):
         held = ", ".join(f"{n} ({d}-D)" if d else n for n, d in dims.items()) or "none of gate_up_proj/up_proj/down_proj"
@@ -293,8 +276,9 @@ def mechanism_for_class(block_cls: type) -> StructureVerdict:
     from its source as ``choose_mechanism`` decides from an instance:
 
     - ``FusedExpertsMechanism``: ``__init__`` sets ``self.experts`` to a class decorated with
-      ``@use_experts_implementation`` (or with an ``experts(hidden_states, top_k_index, top_k_weights)``
-      forward) holding 3-D ``gate_up_proj``/``up_proj`` and ``down_proj`` parameters, and the block calls it
+      ``@use_experts_implementation`` or subclassing one (fused by construction: the decorator's flags say
+      how), or to an undecorated class with an ``experts(hidden_states, top_k_index, top_k_weights)`` forward
+      whose source holds 3-D ``gate_up_proj``/``up_proj`` and ``down_proj`` parameters; and the block calls it
       with exactly those three arguments;
     - ``MoeMethodMechanism``: ``self.experts`` is an ``nn.ModuleList`` and the class has a ``moe`` method.
 
@@ -327,7 +311,7 @@ def mechanism_for_class(block_cls: type) -> StructureVerdict:
         called = f"with {sorted(set(arities))} argument(s)" if arities else "never, in its own methods"
         return StructureVerdict(None, f"it calls self.experts {called}, not as experts(hidden, top_k_index, top_k_weights)")
     names = ", ".join(c.__name__ for c in dict.fromkeys(built))
-    how = "behind @use_experts_implementation" if all(_is_decorated(c) for c in built) else "with the v5 experts forward"
+    how = "behind @use_experts_implementation" if all(decorated_class(c) for c in built) else "with the v5 experts forward"
     return StructureVerdict(
         FusedExpertsMechanism, f"its experts ({names}) are fused 3-D experts {how}, called as experts(hidden, top_k_index, top_k_weights)"
     )

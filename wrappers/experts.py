@@ -35,7 +35,9 @@ def dispatch_to_experts(
     """Combine ``sum_k top_k_weights[t, k] * experts[top_k_index[t, k]](hidden_states[t])`` for every token t.
 
     ``hidden_states`` is ``[T, H]``; ``top_k_index``/``top_k_weights`` are ``[T, k]``. Indices outside
-    ``[0, len(experts))`` are skipped (transformers uses ``num_experts`` as an expert-parallel sentinel).
+    ``[0, len(experts))`` are skipped (transformers uses ``num_experts`` as an expert-parallel sentinel), and so
+    are routes of weight exactly 0: they add nothing to the output, and an expert calibrated on them would be
+    calibrated on tokens it never serves (LongCat-Flash's dummy rows, ZAYA's skip class; ``routed_tokens_only``).
     The sum is accumulated in ``accumulate_dtype`` (default: the input dtype), each contribution cast to it
     first, as transformers does. ``weighted_fn``, where given, transforms each expert's weighted rows before
     they are summed (NLLB-MoE's token dropout).
@@ -48,7 +50,7 @@ def dispatch_to_experts(
     """
     acc_dtype = accumulate_dtype or hidden_states.dtype
     out = torch.zeros(hidden_states.shape, dtype=acc_dtype, device=hidden_states.device)
-    plan = _RoutingPlan(top_k_index, len(experts))
+    plan = _RoutingPlan(top_k_index, len(experts), top_k_weights)
     weights = plan.slot_weights(top_k_weights)
     if calibrate_all_experts:
         # weighted_fn runs right after each expert, as before (its dropout draws in that order): no groups then
@@ -134,11 +136,13 @@ class _RoutingPlan:
     slot goes to no expert.
     """
 
-    def __init__(self, top_k_index: torch.Tensor, num_experts: int):
+    def __init__(self, top_k_index: torch.Tensor, num_experts: int, top_k_weights: torch.Tensor | None = None):
         tokens, k = top_k_index.shape
         with torch.no_grad():
             # -1 and anything past the last expert -> num_experts (clamp, then -1 wraps round to it)
             expert = top_k_index.t().reshape(-1).clamp(-1, num_experts).remainder(num_experts + 1)
+            if top_k_weights is not None and top_k_weights.shape == top_k_index.shape:  # weight 0: no route
+                expert = expert.masked_fill(top_k_weights.t().reshape(-1) == 0, num_experts)
             sorted_expert, self.order = torch.sort(expert, stable=True)
             first = torch.arange(num_experts + 1, device=expert.device, dtype=expert.dtype)
             starts = torch.searchsorted(sorted_expert, first)
@@ -285,7 +289,7 @@ class LinearExperts(nn.ModuleList):
         # Rows of gate_up_proj past down_proj's experts are identity ("zero") experts (LongCat-Flash): routed
         # like the others, they pass their tokens through, scaled by the routing weight.
         experts += [nn.Identity() for _ in range(_first_weight(fused, layout).shape[0] - fused.down_proj.shape[0])]
-        super().__init__(experts)
+        nn.ModuleList.__init__(self, experts)  # not super(): below a wrapping subclass that is the experts class's
         self.calibrate_all_experts = calibrate_all_experts
         # The config whose `_experts_implementation` picks the decorated original's forward (read per call, as
         # the decorator does); undecorated modules always run their own, eager, arithmetic.
@@ -296,15 +300,18 @@ class LinearExperts(nn.ModuleList):
         return len(self)
 
     def forward(self, hidden_states, top_k_index, top_k_weights):
+        return self.dispatch(self, hidden_states, top_k_index, top_k_weights)
+
+    def dispatch(self, experts, hidden_states, top_k_index, top_k_weights):
         # The arithmetic of the forward the original would run: eager casts each weighted contribution to the
         # hidden dtype and index_adds there; batched_mm/grouped_mm (a whole v5 model's default) sum in float32
         # and cast once. Both are the same in float32; in bfloat16 they differ by rounding that deep models
         # amplify, so a wrapper matching only eager would not match the model's own default output.
         implementation = getattr(self._dispatch_config, "_experts_implementation", None)
         if implementation in (None, "eager"):
-            return dispatch_to_experts(self, hidden_states, top_k_index, top_k_weights, self.calibrate_all_experts)
+            return dispatch_to_experts(experts, hidden_states, top_k_index, top_k_weights, self.calibrate_all_experts)
         out = dispatch_to_experts(
-            self, hidden_states, top_k_index, top_k_weights, self.calibrate_all_experts, accumulate_dtype=torch.float32
+            experts, hidden_states, top_k_index, top_k_weights, self.calibrate_all_experts, accumulate_dtype=torch.float32
         )
         return out.to(hidden_states.dtype)
 

@@ -96,11 +96,13 @@ BLOCK_MECHANISMS: dict[str, type[CalibrationMoEBlock] | None] = {
     "Inkling2LoopSparseMoeBlock": GENERIC,  # Inkling2's block, called once per loop pass in looped layers
     "KimiLinearMoE": GENERIC,
     "Kolibri1SparseMoeBlock": GENERIC,
+    "Kolibri1_1SparseMoeBlock": GENERIC,  # Kolibri-1's routing; its config validates a sliding/indexed attention layout
     "LagunaSparseMoeBlock": GENERIC,
     "LaraMiniSparseMoeBlock": GENERIC,  # softmax routing in float32, an ungated shared expert
     "Lfm2MoeSparseMoeBlock": GENERIC,  # its router takes the block's expert_bias
     "MellumSparseMoeBlock": GENERIC,
     "MiMoV2FlashMoE": GENERIC,
+    "MiniCPM5MoeMoE": GENERIC,
     "MiniMaxM2SparseMoeBlock": GENERIC,
     "MiniMaxM3VLSparseMoeBlock": GENERIC,  # clamped SwiGLU experts, reproduced through their _apply_gate
     "Mistral4MoE": GENERIC,
@@ -118,8 +120,12 @@ BLOCK_MECHANISMS: dict[str, type[CalibrationMoEBlock] | None] = {
     # MuseSpark: tokens projected to a latent moe_hidden_size and normalised, then standard fused experts
     # decorated with has_post_expert_norm (each ExpertMLP ends with the one shared norm).
     "MuseSparkMoE": GENERIC,
-    # ZAYA: top-1 of E + 1 classes, the extra "skip" class sent to expert 0 with weight 0 (the one dispatch loop
-    # reproduces it as is); the block's own forward keeps its (out, router_hidden_states) return.
+    # Ergo: its experts class wraps the decorated dispatch (one row per route, a per-expert RMSNorm after it):
+    # only the dispatch becomes per-expert Linears (decorated.py), the wrapping forward runs as it is.
+    "ErgoMoE": GENERIC,
+    # ZAYA: top-1 of E + 1 classes, the extra "skip" class sent to expert 0 with weight 0 (a weight-0 route: the
+    # one dispatch loop skips it, routed_tokens_only does not count it); the block's own forward keeps its
+    # (out, router_hidden_states) return.
     "ZayaSparseMoeBlock": GENERIC,
     # Ernie-4.5-VL: the inner per-modality block (a float32 top-k router over fused experts) is what holds and
     # routes to experts; the outer Ernie4_5_VLMoeMoeBlock's modality dispatch runs unchanged around the wrappers.
