@@ -199,7 +199,7 @@ def load_implementation(spec: str | None = None) -> Implementation:
 
 # Built-in specs for the field's model-conversion projects (``conformance.peers``); ``llmcompressor`` is one too
 # where the installed llm-compressor has ``linearize_moe`` (0.12 and later), and its 0.11 registry otherwise.
-BUILTIN_PEERS = ("defuser", "auto_round", "modelopt")
+BUILTIN_PEERS = ("defuser", "auto_round", "modelopt", "gptqmodel", "gptqmodel_override")
 
 
 def _has_module(name: str) -> bool:

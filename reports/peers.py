@@ -34,6 +34,9 @@ sys.path.insert(0, str(REPORTS))
 GREEN = {"passed", "skipped", "n/a", "not offered", "xfail"}
 
 
+from moe_conformance.impl import BUILTIN_PEERS  # noqa: E402  (after the path above)
+
+
 def run(spec: str, workers: str, keyword: str | None, merge: bool = False) -> int:
     import generate
 
@@ -202,7 +205,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     one = sub.add_parser("run", help="run the suite on one peer and write its scoreboard")
-    one.add_argument("spec", choices=("llmcompressor", "defuser", "auto_round"))
+    one.add_argument("spec", choices=("llmcompressor", *BUILTIN_PEERS))
     one.add_argument("-k", dest="keyword", default=None, help="pytest -k selection")
     one.add_argument("-n", "--workers", default="1", help="pytest-xdist workers (default 1)")
     one.add_argument("--merge", action="store_true", help="replace only the selected architectures' results in the existing scoreboard")

@@ -1,0 +1,60 @@
+"""GPTQModel's all-experts mode ``ExpertsRoutingOverride(num_experts_per_tok="all")`` on Defuser's structure
+(``gptqmodel_bypass.prepare_model``). GPTQModel's looper runs each layer's calibration forward inside
+``MoERoutingOverrideContext`` (``set_moe_topk``: every router's top-k field raised to its expert count, then
+``restore_moe_topk``) and takes the layer's output from a separate replay forward without the override
+(``forward_executor``: "replay forwards opt out of quant-time MoE overrides"). ``calibration_mode`` makes each
+MoE block do both per call: the overridden forward, its output dropped, then the routed one — coverage
+all_tokens_once, output discard_pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from . import defuser_convert, gptqmodel_bypass
+
+CONTRACT_LEVELS = {"coverage": "all_tokens_once", "output": "discard_pass", "restore": "permanent"}
+PROJECT = gptqmodel_bypass.PROJECT
+
+ALL = 1 << 30  # more experts than any router has: set_moe_topk's clamp makes it each router's expert count
+
+FORM = 'defuser.convert_model + ExpertsRoutingOverride(num_experts_per_tok="all") (set_moe_topk), replayed routed'
+
+prepare_model = gptqmodel_bypass.prepare_model
+project_version = gptqmodel_bypass.project_version
+expert_linears = defuser_convert.expert_linears
+coverage_note = defuser_convert.coverage_note
+
+
+def require() -> None:
+    from gptqmodel.utils.model import restore_moe_topk, set_moe_topk  # noqa: F401
+    from defuser import convert_model  # noqa: F401
+
+
+@contextlib.contextmanager
+def calibration_mode(model, calibrate_all_experts: bool):
+    if not calibrate_all_experts:
+        yield
+        return
+    from gptqmodel.utils.model import restore_moe_topk, set_moe_topk
+
+    patched = []
+    for block in [m for m in model.modules() if getattr(m, "experts", None) is not None]:  # each MoE block
+        original_forward = block.forward
+
+        def overridden_then_replayed(*args, _block=block, _original=original_forward, **kwargs):
+            # "all" resolves to the config's expert count, which set_moe_topk clamps to each router's own count
+            state = set_moe_topk(_block, ALL)
+            try:
+                _original(*args, **kwargs)
+            finally:
+                restore_moe_topk(state)
+            return _original(*args, **kwargs)
+
+        block.forward = overridden_then_replayed
+        patched.append(block)
+    try:
+        yield
+    finally:
+        for block in patched:
+            del block.forward
