@@ -8,8 +8,9 @@ documentation names Qwen3Moe and Mixtral). A pre-hook on layer 0's `gate_up_proj
 `_QuantFusedExperts` input quantizer whose calibrator collects the statistics) counts the rows it receives per
 expert, by `_current_expert_idx` (the index ModelOpt picks that expert's weight quantizer by). The ratio lives on
 `_QuantSparseSequentialMoe`, which ModelOpt's structural detector (`_is_sparse_sequaential_moe_block`) refuses for
-blocks whose `experts` is not iterable, i.e. every v5 fused experts module; nothing warns. Exits 0; prints the
-counts for ratio 1.0 and for no ratio.
+blocks whose `experts` is not iterable, i.e. every v5 fused experts module; nothing warns. Then a tiny Switch
+Transformers model (per-expert modules, routed by a `router`, not a `gate`): not detected either. Exits 0; prints
+the counts for ratio 1.0 and for no ratio, and Switch's with ratio 1.0.
 """
 
 import torch
@@ -44,3 +45,26 @@ for ratio in (1.0, None):
           f"{hasattr(block, '_moe_calib_experts_ratio')}), experts {type(block.experts).__name__}; token rows per expert "
           f"seen by the calibrating input quantizer: {rows} (the batch has {ids.numel()} tokens; ratio 1.0 promises "
           f"{ids.numel()} to every expert)")
+
+# Per-expert modules routed by a `router` rather than a `gate` (Switch Transformers; NLLB-MoE alike): the detector's
+# other test (a `gate` with `top_k`, or `top_k` on the block) fails too, and the ratio is not applied either.
+from transformers import SwitchTransformersConfig, SwitchTransformersForConditionalGeneration  # noqa: E402
+
+switch_config = SwitchTransformersConfig(
+    vocab_size=128, d_model=32, d_ff=64, num_heads=4, d_kv=8, num_layers=2, num_decoder_layers=2,
+    num_sparse_encoder_layers=1, num_sparse_decoder_layers=1, num_experts=8, expert_capacity=64, router_jitter_noise=0.0,
+)
+torch.manual_seed(0)
+switch = SwitchTransformersForConditionalGeneration(switch_config).eval()
+mlp = switch.encoder.block[1].layer[1].mlp
+switch_rows = [0] * switch_config.num_experts
+for e in range(switch_config.num_experts):
+    mlp.experts[f"expert_{e}"].wi.register_forward_pre_hook(
+        lambda m, a, e=e: switch_rows.__setitem__(e, switch_rows[e] + a[0].reshape(-1, a[0].shape[-1]).shape[0]))
+algorithm = {"method": "max", "moe_calib_experts_ratio": 1.0}
+with torch.no_grad():
+    mtq.quantize(switch, {"quant_cfg": mtq.FP8_DEFAULT_CFG["quant_cfg"], "algorithm": algorithm},
+                 lambda m: m(input_ids=ids, decoder_input_ids=ids))
+print(f"Switch Transformers, moe_calib_experts_ratio=1.0: encoder MoE block is {type(mlp).__name__} (has the ratio "
+      f"attribute: {hasattr(mlp, '_moe_calib_experts_ratio')}); token rows per expert's wi: {switch_rows} (the batch has "
+      f"{ids.numel()} tokens)")
