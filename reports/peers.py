@@ -4,7 +4,7 @@
     python reports/peers.py run defuser -k "qwen3_moe-"    # a selection
     python reports/peers.py summary                        # reports/peers/README.md across every scoreboard
 
-``run`` runs the suite on one built-in peer spec (``llmcompressor``, ``defuser``, ``auto_round``) with both load
+``run`` runs the suite on one built-in peer spec (``llmcompressor`` and ``impl.BUILTIN_PEERS``) with both load
 paths (``--load both``: bfloat16 models cast with ``.to()`` and as ``from_pretrained(dtype=...)`` leaves them,
 separate settings) through ``reports/generate.py``, and writes ``reports/peers/<project>-<version>-transformers-
 <version>.md`` (generate.py's report, plus which load path each bfloat16 failure is on) and ``.json`` (the results
