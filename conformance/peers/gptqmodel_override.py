@@ -2,9 +2,10 @@
 (``gptqmodel_bypass.prepare_model``). GPTQModel's looper runs each layer's calibration forward inside
 ``MoERoutingOverrideContext`` (``set_moe_topk``: every router's top-k field raised to its expert count, then
 ``restore_moe_topk``) and takes the layer's output from a separate replay forward without the override
-(``forward_executor``: "replay forwards opt out of quant-time MoE overrides"). ``calibration_mode`` makes each
-MoE block do both per call: the overridden forward, its output dropped, then the routed one — coverage
-all_tokens_once, output discard_pass.
+(``forward_executor``: "replay forwards opt out of quant-time MoE overrides"). "all" is the model's expert count
+(``get_num_experts(config)`` of the definition's ``dynamic_expert_index``); a definition without one gets no
+override. ``calibration_mode`` makes each MoE block do both per call: the overridden forward, its output dropped,
+then the routed one — coverage all_tokens_once, output discard_pass.
 """
 
 from __future__ import annotations
@@ -16,35 +17,36 @@ from . import defuser_convert, gptqmodel_bypass
 CONTRACT_LEVELS = {"coverage": "all_tokens_once", "output": "discard_pass", "restore": "permanent"}
 PROJECT = gptqmodel_bypass.PROJECT
 
-ALL = 1 << 30  # more experts than any router has: set_moe_topk's clamp makes it each router's expert count
-
 FORM = 'defuser.convert_model + ExpertsRoutingOverride(num_experts_per_tok="all") (set_moe_topk), replayed routed'
 
 prepare_model = gptqmodel_bypass.prepare_model
 project_version = gptqmodel_bypass.project_version
 expert_linears = defuser_convert.expert_linears
-coverage_note = defuser_convert.coverage_note
+coverage_note = gptqmodel_bypass.coverage_note
 
 
 def require() -> None:
     from gptqmodel.utils.model import restore_moe_topk, set_moe_topk  # noqa: F401
-    from defuser import convert_model  # noqa: F401
+
+    gptqmodel_bypass.require()
 
 
 @contextlib.contextmanager
 def calibration_mode(model, calibrate_all_experts: bool):
-    if not calibrate_all_experts:
+    defined = gptqmodel_bypass.definition(model)
+    if not calibrate_all_experts or getattr(defined, "dynamic_expert_index", None) is None:  # the looper's condition
         yield
         return
     from gptqmodel.utils.model import restore_moe_topk, set_moe_topk
+
+    every = defined.get_num_experts(model.config)  # routing_override(num_experts) resolves "all" to this
 
     patched = []
     for block in [m for m in model.modules() if getattr(m, "experts", None) is not None]:  # each MoE block
         original_forward = block.forward
 
         def overridden_then_replayed(*args, _block=block, _original=original_forward, **kwargs):
-            # "all" resolves to the config's expert count, which set_moe_topk clamps to each router's own count
-            state = set_moe_topk(_block, ALL)
+            state = set_moe_topk(_block, every)  # clamped to each router's own expert count
             try:
                 _original(*args, **kwargs)
             finally:
