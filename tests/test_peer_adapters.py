@@ -87,3 +87,14 @@ def test_gptqmodel_override_without_raising_top_k_is_caught(monkeypatch):
 
     monkeypatch.setattr(gptq_model_utils, "set_moe_topk", lambda model, new_topk: [])
     assert _outcomes(impl, ["all_experts_observed"]) == {"all_experts_observed": {"failed"}}
+
+
+def test_gptqmodel_bypass_uses_the_hooks_its_definition_names():
+    """LFM2-MoE's definition carries W1W3W2 hooks, which find none of Defuser's gate/up/down Linears: GPTQModel
+    replays no expert there (reports/findings/gptqmodel-bypass-not-reached.md), and the adapter must not pick
+    better-fitting hooks than GPTQModel does."""
+    impl = _impl_or_missing("gptqmodel")
+    if impl is None:
+        return
+    assert _outcomes(impl, ["all_experts_observed", "routed_tokens_only"], case="lfm2_moe") == {
+        "all_experts_observed": {"failed"}, "routed_tokens_only": {"passed"}}
