@@ -17,7 +17,8 @@ from types import SimpleNamespace
 from defuser import convert_model
 from gptqmodel.models.auto import MODEL_MAP
 
-for model_type in ("qwen3_moe", "mixtral", "lfm2_moe", "minimax_m2", "phimoe", "nemotron_h", "jetmoe", "switch_transformers", "nllb_moe"):
+for model_type in ("qwen3_moe", "mixtral", "lfm2_moe", "minimax", "minimax_m2", "diffusion_gemma", "ernie4_5_moe", "gpt_oss",
+                   "granitemoe", "granitemoehybrid", "jamba", "phimoe", "nemotron_h", "jetmoe", "switch_transformers", "nllb_moe"):
     definition = MODEL_MAP.get(model_type)
     hooks = getattr(definition, "moe_lifecycle_hooks", None)
     names = (hooks.gate_proj_name, hooks.up_proj_name, hooks.down_proj_name) if hooks is not None else None
