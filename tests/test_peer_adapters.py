@@ -98,3 +98,12 @@ def test_gptqmodel_bypass_uses_the_hooks_its_definition_names():
         return
     assert _outcomes(impl, ["all_experts_observed", "routed_tokens_only"], case="lfm2_moe") == {
         "all_experts_observed": {"failed"}, "routed_tokens_only": {"passed"}}
+
+
+def test_gptqmodel_override_dropped_forward_leaves_the_kv_cache_alone():
+    """DiffusionGemma's decoder layer is the module holding the experts: the override's dropped forward runs the
+    whole layer, and must not append to the model's KV cache (GPTQModel replays a layer on its cached inputs)."""
+    impl = _impl_or_missing("gptqmodel_override")
+    if impl is None:
+        return
+    assert _outcomes(impl, ["whole_model"], case="diffusion_gemma_decoder") == {"whole_model": {"passed"}}

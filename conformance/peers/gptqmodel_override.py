@@ -11,6 +11,7 @@ then the routed one — coverage all_tokens_once, output discard_pass.
 from __future__ import annotations
 
 import contextlib
+import copy
 
 from . import defuser_convert, gptqmodel_bypass
 
@@ -31,6 +32,13 @@ def require() -> None:
     gptqmodel_bypass.require()
 
 
+def _own_cache(value):
+    """A transformers KV cache deep-copied (the dropped forward writes its copy), anything else as it is."""
+    from transformers.cache_utils import Cache
+
+    return copy.deepcopy(value) if isinstance(value, Cache) else value
+
+
 @contextlib.contextmanager
 def calibration_mode(model, calibrate_all_experts: bool):
     defined = gptqmodel_bypass.definition(model)
@@ -48,7 +56,9 @@ def calibration_mode(model, calibrate_all_experts: bool):
         def overridden_then_replayed(*args, _block=block, _original=original_forward, **kwargs):
             state = set_moe_topk(_block, every)  # clamped to each router's own expert count
             try:
-                _original(*args, **kwargs)
+                # GPTQModel's two forwards of a layer each run on its cached inputs; where the module with the
+                # experts is a decoder layer (Gemma 4's family), the dropped one must not write the model's KV cache
+                _original(*map(_own_cache, args), **{k: _own_cache(v) for k, v in kwargs.items()})
             finally:
                 restore_moe_topk(state)
             return _original(*args, **kwargs)
