@@ -85,6 +85,11 @@ LEVELS: dict[str, dict[str, str]] = {
         "exact": "one pass: the output is assembled from the very expert calls that are observed",
         "discard_pass": "an auxiliary pass whose output is dropped, then the routed pass (routed tokens seen again)",
     },
+    "experts": {  # what the suite observes of each expert while calibrating
+        "linear": "each expert's projections are nn.Linear modules (fused 3-D weights unpacked)",
+        "fused_observed": "the experts stay fused (3-D weights, no per-expert nn.Linear) by design; expert_linears gives, "
+        "per expert and projection, a module called with exactly the rows the implementation computes that projection on",
+    },
     "restore": {  # what calibrating leaves behind
         "restores": "the model is as it was after calibrating (permanent registry wrappers: they stay and match)",
         "permanent": "the conversion stays; nothing is restored",
@@ -98,6 +103,7 @@ class ContractLevels:
 
     coverage: str = "all_tokens_once"
     output: str = "exact"
+    experts: str = "linear"
     restore: str = "restores"
 
     @classmethod
@@ -193,7 +199,7 @@ def load_implementation(spec: str | None = None) -> Implementation:
 
 # Built-in specs for the field's model-conversion projects (``conformance.peers``); ``llmcompressor`` is one too
 # where the installed llm-compressor has ``linearize_moe`` (0.12 and later), and its 0.11 registry otherwise.
-BUILTIN_PEERS = ("defuser", "auto_round")
+BUILTIN_PEERS = ("defuser", "auto_round", "modelopt", "gptqmodel", "gptqmodel_override")
 
 
 def _has_module(name: str) -> bool:

@@ -208,13 +208,16 @@ class Expert:
     """One expert of a calibrating module, as the harness sees it: its Linears by projection name, and every
     parameter under it (those of a norm all experts share too)."""
 
-    linears: dict[str, nn.Linear]
+    linears: dict[str, nn.Module]  # nn.Linear, or (experts level fused_observed) the implementation's observation modules
     parameters: dict[str, torch.Tensor]
 
     @classmethod
-    def of(cls, member: nn.Module | Mapping[str, nn.Module]) -> Expert:
+    def of(cls, member: nn.Module | Mapping[str, nn.Module], fused_observed: bool = False) -> Expert:
         if isinstance(member, Mapping):  # the implementation's own enumeration: projection name -> Linear
-            linears = {name: m for name, m in member.items() if isinstance(m, nn.Linear)}
+            # Experts kept fused by design have no nn.Linear: the module named for a projection is where its rows
+            # are observed (called with them); an implementation that promises Linears gets only its Linears counted.
+            kept = nn.Module if fused_observed else nn.Linear
+            linears = {name: m for name, m in member.items() if isinstance(m, kept)}
             parameters = {f"{name}.{p}": t for name, m in member.items() for p, t in m.named_parameters()}
             return cls(linears, parameters)
         linears = {name: m for name, m in member.named_modules() if isinstance(m, nn.Linear)}
@@ -248,7 +251,13 @@ def find_experts(module: nn.Module, case: ArchCase, impl: Any, label: str) -> li
         members, where = _members_under(module, case, label)
     if len(members) != case.experts:
         raise fail(label, f"{where} exposes {len(members)} experts with nn.Linear, expected {case.experts}")
-    return [Expert.of(member) for member in members]
+    fused_observed = getattr(getattr(impl, "levels", None), "experts", "linear") == "fused_observed"
+    experts = [Expert.of(member, fused_observed and own is not None) for member in members]
+    empty = [e for e, expert in enumerate(experts) if not expert.linears]
+    if empty:  # nothing to observe would pass every observation check vacuously
+        kind = "observation module" if fused_observed else "nn.Linear"
+        raise fail(label, f"{where}: expert {empty[0]} has no {kind} ({len(empty)} of {len(experts)} experts)")
+    return experts
 
 
 def _members_under(module: nn.Module, case: ArchCase, label: str) -> tuple[list[nn.Module], str]:

@@ -87,6 +87,7 @@ BOTH_MODES = ("all_experts", "routed")
 # Contract levels (impl.LEVELS) some checks need; see CheckSpec.needs.
 ALL_TOKENS = (("coverage", ("all_tokens_once", "all_tokens")),)
 RESTORES = (("restore", ("restores",)),)
+LINEAR_EXPERTS = (("experts", ("linear",)),)
 DTYPES = dtypes_for("cpu")  # float32 and bfloat16; on CUDA float16 too (CheckSpec.dtypes_on)
 F32 = (torch.float32,)
 
@@ -109,7 +110,7 @@ CHECKS: dict[str, CheckSpec] = {
                   check_output_matches, BOTH_MODES, DTYPES, True),
         CheckSpec("experts_are_linear", "linear", "Experts are nn.Linear: experts x projections of them (plus the block's other Linears), "
                   "in/out features matching their weights, each weight a bit-exact slice of the original's.",
-                  check_experts_are_linear, ("all_experts",), DTYPES, False),
+                  check_experts_are_linear, ("all_experts",), DTYPES, False, LINEAR_EXPERTS),
         CheckSpec("restore_semantics", "restore", "Through the implementation's context, non-permanent wrappers (a restoring conversion) leave the same "
                   "module objects, bitwise-equal parameters and buffers and no hooks, also when the body raises; permanent wrappers "
                   "stay, still match, and release the block they replaced. Not offered where the implementation declares restore permanent.",

@@ -4,7 +4,7 @@
     python reports/peers.py run defuser -k "qwen3_moe-"    # a selection
     python reports/peers.py summary                        # reports/peers/README.md across every scoreboard
 
-``run`` runs the suite on one built-in peer spec (``llmcompressor``, ``defuser``, ``auto_round``) with both load
+``run`` runs the suite on one built-in peer spec (``llmcompressor`` and ``impl.BUILTIN_PEERS``) with both load
 paths (``--load both``: bfloat16 models cast with ``.to()`` and as ``from_pretrained(dtype=...)`` leaves them,
 separate settings) through ``reports/generate.py``, and writes ``reports/peers/<project>-<version>-transformers-
 <version>.md`` (generate.py's report, plus which load path each bfloat16 failure is on) and ``.json`` (the results
@@ -33,6 +33,9 @@ sys.path.insert(0, str(REPORTS))
 import matrix  # noqa: E402  (reports/matrix.py, beside this script: the page, and the outcome vocabulary)
 
 GREEN = set(matrix.vocabulary.GREEN)
+
+
+from moe_conformance.impl import BUILTIN_PEERS  # noqa: E402  (after the path above)
 
 
 def run(spec: str, workers: str, keyword: str | None, merge: bool = False) -> int:
@@ -203,7 +206,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     one = sub.add_parser("run", help="run the suite on one peer and write its scoreboard")
-    one.add_argument("spec", choices=("llmcompressor", "defuser", "auto_round"))
+    one.add_argument("spec", choices=("llmcompressor", *BUILTIN_PEERS))
     one.add_argument("-k", dest="keyword", default=None, help="pytest -k selection")
     one.add_argument("-n", "--workers", default="1", help="pytest-xdist workers (default 1)")
     one.add_argument("--merge", action="store_true", help="replace only the selected architectures' results in the existing scoreboard")

@@ -1,7 +1,8 @@
 """Built-in adapters for the field's calibration projects, each in the model-conversion form of
 ``conformance.impl`` (``prepare_model``, ``calibration_mode``, ``CONTRACT_LEVELS``): ``--impl llmcompressor``
 with llm-compressor 0.12 or later (``llmc_linearize``), ``--impl defuser`` (``defuser_convert``),
-``--impl auto_round`` (``auto_round_replace``). Each drives its project the way that project's own calibration
+``--impl auto_round`` (``auto_round_replace``), ``--impl modelopt`` (``modelopt_quantize``),
+``--impl gptqmodel`` and ``--impl gptqmodel_override`` (``gptqmodel_bypass``, ``gptqmodel_override``). Each drives its project the way that project's own calibration
 flow does and declares only what the project promises, so the suite says "not offered" where it promises
 nothing. An adapter imports its project only when loaded (``builtin``), so the harness needs none installed.
 """
@@ -17,6 +18,9 @@ ADAPTERS = {
     "llmcompressor": "moe_conformance.peers.llmc_linearize",
     "defuser": "moe_conformance.peers.defuser_convert",
     "auto_round": "moe_conformance.peers.auto_round_replace",
+    "modelopt": "moe_conformance.peers.modelopt_quantize",
+    "gptqmodel": "moe_conformance.peers.gptqmodel_bypass",
+    "gptqmodel_override": "moe_conformance.peers.gptqmodel_override",
 }
 
 
