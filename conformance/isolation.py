@@ -145,9 +145,9 @@ def describe(config: pytest.Config) -> str:
     if not distributed(config):
         return "none: tests run in this process (--fault-isolation off, --pdb, or without pytest-xdist): a crash ends the run"
     faults = config.pluginmanager.get_plugin(COLLECTOR)
-    limit = f"{faults.memory_limit / 2**30:g} GiB more address space" if faults.memory_limit else "no memory limit"
-    return (f"worker processes, replaced after a crash, a hang or a device fault; {faults.timeout:g} s a test "
-            f"(--moe-timeout), {limit} a worker (--memory-limit)")
+    limit = f"{faults.memory_limit / 2**30:.1f} GiB more address space" if faults.memory_limit else "no memory limit"
+    return (f"worker processes, replaced after a crash, a hang or a device fault; {faults.timeout:g} s and {limit} "
+            f"a test (--moe-timeout, --memory-limit)")
 
 
 class WorkerGuard:
@@ -161,9 +161,7 @@ class WorkerGuard:
         # open for the process' life: the fault handler writes into them from a signal handler or its watchdog
         self._fatal = open(self.folder / f"{self.name}.fatal", "w")  # noqa: SIM115
         self._timeout = open(self.folder / f"{self.name}.timeout", "w")  # noqa: SIM115
-        limit = config.workerinput.get("moe_memory_limit")
-        if limit:
-            _limit_address_space(int(limit))
+        self.memory_limit = config.workerinput.get("moe_memory_limit")
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -176,17 +174,23 @@ class WorkerGuard:
         if self.poisoned:  # the device context is unusable: a fresh worker runs this test instead
             _write_json(running, {"nodeid": item.nodeid, "replace": self.poisoned})
             os._exit(EXIT_REPLACE)
+        skeleton = _skeleton(item)
+        if skeleton is None:  # not a test of the suite (the project's own tests share this plugin): left alone
+            return (yield)
         limit = timeout_for(item, self.default_timeout)
-        _write_json(running, {"nodeid": item.nodeid, "record": _skeleton(item), "limit": limit})
+        _write_json(running, {"nodeid": item.nodeid, "record": skeleton, "limit": limit})
         if limit > 0:
             # faulthandler's watchdog is a C thread: it fires even while the hung code holds the GIL, writes every
             # thread's stack and ends the process
             faulthandler.dump_traceback_later(limit, exit=True, file=self._timeout)
+        address_space = _limit_address_space(int(self.memory_limit)) if self.memory_limit else None
         try:
             return (yield)
         finally:
             if limit > 0:
                 faulthandler.cancel_dump_traceback_later()
+            if address_space is not None:
+                _restore_address_space(address_space)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record = dict(report.user_properties).get("moe_conformance")
@@ -195,14 +199,26 @@ class WorkerGuard:
             mark_faulted(self.folder, record, DEVICE)  # the worker's siblings skip the architecture from now
 
 
-def _limit_address_space(extra_bytes: int) -> None:
-    """A memory blow-up fails an allocation in this worker (a located failure) instead of waking the kernel's OOM
-    killer, which may pick any process of the machine. The CPU only: CUDA reserves address space by terabytes."""
+def _limit_address_space(extra_bytes: int) -> tuple[int, int]:
+    """For one test of the suite: a memory blow-up fails an allocation (a located failure) instead of waking the
+    kernel's OOM killer, which may pick any process of the machine. The CPU only (CUDA reserves address space by
+    terabytes), and only around the suite's tests: the project's own tests start browsers that need far more.
+    Returns the limits to put back."""
     import resource
 
     with open("/proc/self/status") as f:
         size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
-    resource.setrlimit(resource.RLIMIT_AS, (size + extra_bytes, resource.RLIM_INFINITY))
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    hard = before[1]
+    soft = size + extra_bytes if hard == resource.RLIM_INFINITY else min(size + extra_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    return before
+
+
+def _restore_address_space(limits: tuple[int, int]) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, limits)
 
 
 class FaultCollector:

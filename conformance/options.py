@@ -127,8 +127,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--memory-limit",
         default=None,
         metavar="GIB",
-        help="address space a worker may add on the CPU before an allocation fails (default: a quarter of the "
-        "machine's memory, at least 4; 0: none) (also $MOE_CONFORMANCE_MEMORY_LIMIT)",
+        help="address space one test of the suite may add on the CPU before an allocation fails (default: a quarter "
+        "of the machine's memory, at least 4; 0: none) (also $MOE_CONFORMANCE_MEMORY_LIMIT)",
     )
     group.addoption(
         "--fault-isolation",
