@@ -37,7 +37,7 @@ from torch import nn
 from moe_conformance.reference import MoECalibrationModule
 
 from .decorated import decorated_class, decorator_flags, linear_experts
-from .experts import _V5_EXPERTS_PARAMETERS, dispatch_to_experts, is_fused_experts
+from .experts import FUSED_EXPERTS_PARAMETERS, dispatch_to_experts, is_fused_experts
 
 __all__ = [
     "CalibrationMoEBlock",
@@ -244,7 +244,7 @@ def _fused_problem(experts_cls: type) -> str | None:
         return None
     forward = _method_tree(experts_cls, "forward")
     parameters = [a.arg for a in forward[0].args.args[1:]] if forward else []
-    if parameters[:3] != _V5_EXPERTS_PARAMETERS:
+    if parameters[:3] != FUSED_EXPERTS_PARAMETERS:
         return (
             f"are called as experts({', '.join(parameters)}), not experts(hidden_states, top_k_index, "
             "top_k_weights), and are not decorated with @use_experts_implementation"

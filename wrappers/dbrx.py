@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .blocks import CalibrationMoEBlock
-from .experts import ExpertMLP, _linear_view, dispatch_to_experts
+from .experts import ExpertMLP, linear_view, dispatch_to_experts
 
 
 class DbrxLinearExperts(nn.ModuleList):
@@ -32,7 +32,7 @@ class DbrxLinearExperts(nn.ModuleList):
             return act_fn(gate) * up
 
         super().__init__(
-            ExpertMLP(_linear_view(w1[e], None), _linear_view(v1[e], None), _linear_view(w2[e].T, None), apply_gate, act_fn)
+            ExpertMLP(linear_view(w1[e], None), linear_view(v1[e], None), linear_view(w2[e].T, None), apply_gate, act_fn)
             for e in range(w1.shape[0])
         )
         self.calibrate_all_experts = calibrate_all_experts

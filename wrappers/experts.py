@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-__all__ = ["ExpertMLP", "LinearExperts", "dispatch_to_experts", "is_fused_experts"]
+__all__ = ["FUSED_EXPERTS_PARAMETERS", "ExpertMLP", "LinearExperts", "dispatch_to_experts", "is_fused_experts", "linear_view"]
 
 
 def dispatch_to_experts(
@@ -174,7 +174,7 @@ class _RoutingPlan:
         return nn.functional.pad(weights, (0, 1))
 
 
-def _linear_view(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+def linear_view(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     """An ``nn.Linear`` whose parameters are the given tensors (views: no copy, no fresh allocation)."""
     out_features, in_features = weight.shape
     linear = nn.Linear(in_features, out_features, bias=bias is not None, device="meta")
@@ -248,7 +248,7 @@ class ExpertMLP(nn.Module):
 
 
 # The transformers v5 experts calling contract: ``experts(hidden[T, H], top_k_index[T, k], top_k_weights[T, k])``.
-_V5_EXPERTS_PARAMETERS = ["hidden_states", "top_k_index", "top_k_weights"]
+FUSED_EXPERTS_PARAMETERS = ["hidden_states", "top_k_index", "top_k_weights"]
 
 
 def is_fused_experts(module: nn.Module) -> bool:
@@ -265,7 +265,7 @@ def is_fused_experts(module: nn.Module) -> bool:
         return False
     if "is_transposed" in vars(module):  # set by @use_experts_implementation's __init__
         return True
-    return list(inspect.signature(module.forward).parameters)[:3] == _V5_EXPERTS_PARAMETERS
+    return list(inspect.signature(module.forward).parameters)[:3] == FUSED_EXPERTS_PARAMETERS
 
 
 class LinearExperts(nn.ModuleList):
@@ -375,11 +375,11 @@ def unpack_fused_experts(
                 rows = (slice(0, inter), slice(inter, 2 * inter))
             else:
                 rows = (slice(0, None, 2), slice(1, None, 2))
-            gate_proj = _linear_view(w_first[rows[0]], b_first[rows[0]] if b_first is not None else None)
-            up_proj = _linear_view(w_first[rows[1]], b_first[rows[1]] if b_first is not None else None)
+            gate_proj = linear_view(w_first[rows[0]], b_first[rows[0]] if b_first is not None else None)
+            up_proj = linear_view(w_first[rows[1]], b_first[rows[1]] if b_first is not None else None)
         else:
-            gate_proj, up_proj = None, _linear_view(w_first, b_first)
-        down_proj = _linear_view(as_linear_weight(down[e]), down_bias[e].detach() if down_bias is not None else None)
+            gate_proj, up_proj = None, linear_view(w_first, b_first)
+        down_proj = linear_view(as_linear_weight(down[e]), down_bias[e].detach() if down_bias is not None else None)
         experts.append(
             ExpertMLP(
                 gate_proj, up_proj, down_proj, apply_gate, act_fn, interleaved=has_gate and not concatenated,

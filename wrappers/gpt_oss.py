@@ -8,7 +8,7 @@ class's own ``_apply_gate``.
 
 In 4.57 ``GptOssExperts`` is the same layout without the decorator: its router returns dense scores
 ``[T, E]`` (zero off the top-k) with the top-k index, the experts take ``router_indices=``/``routing_weights=``
-keywords and the gate is written inline. ``GptOss457Mechanism`` writes that forward out.
+keywords and the gate is written inline. ``GptOssDenseRoutingMechanism`` writes that forward out.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def gpt_oss_gate(experts, gate_up: torch.Tensor) -> torch.Tensor:
     return (up + 1) * gate * torch.sigmoid(gate * experts.alpha)
 
 
-class GptOss457Mechanism(CalibrationMoEBlock):
+class GptOssDenseRoutingMechanism(CalibrationMoEBlock):
     """4.57 ``GptOssMLP``: returns ``(out[B, S, H], router_scores[T, E])``."""
 
     _is_mechanism = True

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import CalibrationMoEBlock
-from .experts import ExpertMLP, LinearExperts, _linear_view, dispatch_to_experts
+from .experts import ExpertMLP, LinearExperts, linear_view, dispatch_to_experts
 
 __all__ = [
     "AriaTopKMechanism",
@@ -172,9 +172,9 @@ class AriaTopKMechanism(InlineTopKMechanism):
         super().__init__(original, config, calibrate_all_experts)
         self.experts = nn.ModuleList(
             ExpertMLP(
-                _linear_view(fc1[: fc1.shape[0] // 2], None),
-                _linear_view(fc1[fc1.shape[0] // 2 :], None),
-                _linear_view(fc2, None),
+                linear_view(fc1[: fc1.shape[0] // 2], None),
+                linear_view(fc1[fc1.shape[0] // 2 :], None),
+                linear_view(fc2, None),
                 apply_gate=_silu_first_half,
                 act_fn=F.silu,
             )

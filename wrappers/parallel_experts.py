@@ -23,7 +23,7 @@ from packaging.version import Version
 from torch import nn
 
 from .blocks import CalibrationMoEBlock
-from .experts import ExpertMLP, _linear_view, dispatch_to_experts
+from .experts import ExpertMLP, linear_view, dispatch_to_experts
 
 _RETURNS_ROUTER_LOGITS = Version(transformers.__version__).major < 5
 
@@ -42,9 +42,9 @@ def unpack_parallel_experts(first: nn.Module, down: nn.Module, act_fn) -> nn.Mod
         inter = w_first.shape[0] // 2
         experts.append(
             ExpertMLP(
-                _linear_view(w_first[:inter], None),
-                _linear_view(w_first[inter:], None),
-                _linear_view(down.weight[e].detach(), None),
+                linear_view(w_first[:inter], None),
+                linear_view(w_first[inter:], None),
+                linear_view(down.weight[e].detach(), None),
                 apply_gate=apply_gate,
                 act_fn=act_fn,
             )

@@ -22,7 +22,7 @@ from moe_conformance.reference import MoECalibrationModule
 from .blocks import CalibrationMoEBlock
 from .capacity_routed import NllbMoeMechanism, SwitchMechanism
 from .dbrx import DbrxMechanism
-from .gpt_oss import GptOss457Mechanism
+from .gpt_oss import GptOssDenseRoutingMechanism
 from .inline_topk import (
     AriaTopKMechanism,
     BareOutputMechanism,
@@ -139,7 +139,7 @@ BLOCK_MECHANISMS: dict[str, type[CalibrationMoEBlock] | None] = {
     # -- layouts no generic mechanism serves, in some or every version -------------------------------------------
     # gpt-oss: 5.x decorated fused experts (interleaved gate/up, biases, clamped SwiGLU); 4.57 undecorated, with
     # dense router scores and keyword calls. The privacy filter (concatenated gate/up) is 5.x only.
-    "GptOssMLP": GptOss457Mechanism,
+    "GptOssMLP": GptOssDenseRoutingMechanism,
     "OpenAIPrivacyFilterMLP": GENERIC,
     "Llama4TextMoe": Llama4Mechanism,  # every version: dense expert compute on score-scaled inputs
     "DbrxFFN": DbrxMechanism,  # every version: experts stacked in 2-D tensors
