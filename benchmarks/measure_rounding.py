@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -50,41 +48,33 @@ def _init(device: str, tf32: bool, counter) -> None:
     tolerances lifted with every comparison recorded."""
     import torch
 
-    from moe_conformance import device as devices
-    from moe_conformance import verdicts
+    from moe_conformance.cases import devices
+    from moe_conformance.checks import verdicts
 
     torch.set_num_threads(1)
     with counter.get_lock():
         index, counter.value = counter.value, counter.value + 1
-    devices.set_run_device(device)
     devices.prepare(device, worker=f"gw{index}")
     if tf32 and device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    for by_dtype in verdicts.TOLERANCES.values():
-        for dtype in by_dtype:
-            by_dtype[dtype] = math.inf
     seen: dict[tuple[str, str], list] = {}
-    compare = verdicts._compare_tensors
 
-    def recording(got, want, label, path, tolerance_dtype):
-        if isinstance(got, torch.Tensor) and got.shape == want.shape and got.dtype == want.dtype and want.is_floating_point():
-            relative = verdicts.relative_error(got, want)[0]
-            key = (verdicts.dtype_name(tolerance_dtype or want.dtype), _category(label, path))
-            entry = seen.setdefault(key, [0.0, "", 0])
-            entry[2] += 1
-            if relative > entry[0] or not entry[1]:
-                entry[0], entry[1] = relative, f"{label}: {path}"
-        compare(got, want, label, path, tolerance_dtype)
+    def record(label, path, dtype, relative):
+        entry = seen.setdefault((devices.dtype_name(dtype), _category(label, path)), [0.0, "", 0])
+        entry[2] += 1
+        if relative > entry[0] or not entry[1]:
+            entry[0], entry[1] = relative, f"{label}: {path}"
 
-    verdicts._compare_tensors = recording
-    _worker["seen"] = seen
+    measuring = verdicts.measuring_errors(record)
+    measuring.__enter__()  # for the life of this pool process
+    _worker["seen"], _worker["device"] = seen, device
 
 
 def _measure(model_type: str) -> tuple[dict, list[str]]:
     from moe_conformance import load_cases, load_implementation
-    from moe_conformance.outcomes import evaluate
-    from moe_conformance.suite import CHECKS
+    from moe_conformance.checks.outcomes import evaluate
+    from moe_conformance.checks.table import CHECKS
 
     case = next(c for c in load_cases() if c.model_type == model_type)
     impl = load_implementation("reference")
@@ -92,7 +82,7 @@ def _measure(model_type: str) -> tuple[dict, list[str]]:
     seen.clear()
     problems = []
     for name in CHECKED:
-        for setting in CHECKS[name].settings(case):
+        for setting in CHECKS[name].settings(case, device=_worker["device"]):
             outcome = evaluate(case, CHECKS[name], setting, impl)
             if outcome.kind not in ("passed", "n/a", "skipped"):
                 problems.append(f"{outcome.kind}: {outcome.message.splitlines()[0][:300] if outcome.message else setting.id}")
@@ -105,19 +95,18 @@ def kernels(device: str) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from moe_conformance import device as devices
     from moe_conformance import load_cases
-    from moe_conformance.checks_routing import _dispatched_experts
-    from moe_conformance.setting import Setting, build_block
-    from moe_conformance.verdicts import dtype_name
+    from moe_conformance.cases import devices
+    from moe_conformance.cases.devices import dtype_name
+    from moe_conformance.cases.setting import Setting, build_block
+    from moe_conformance.checks.routing import dispatched_experts
 
-    devices.set_run_device(device)
     devices.prepare(device)
     for case in load_cases():
         if case.absent_reason():
             continue
         probe = build_block(case, Setting(case.model_type, "kernels", device=device), None).block
-        if _dispatched_experts(getattr(probe, "experts", None)):
+        if dispatched_experts(getattr(probe, "experts", None)):
             break
     for dtype in devices.dtypes_for(device):
         for name in ("eager", "batched_mm", "grouped_mm"):
@@ -143,9 +132,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args()
 
-    from moe_conformance import device as devices
     from moe_conformance import load_cases
-    from moe_conformance.verdicts import TOLERANCES, dtype_name
+    from moe_conformance.cases import devices
+    from moe_conformance.cases.devices import dtype_name
+    from moe_conformance.checks.verdicts import TOLERANCES
 
     device = devices.resolve(args.device)
     if args.kernels:

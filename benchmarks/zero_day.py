@@ -108,9 +108,9 @@ import json, sys
 import moe_conformance as conformance
 from moe_conformance import wrappers
 from moe_conformance.cases import load_cases
-from moe_conformance.derived_fixtures import HAND, derived_cases
-from moe_conformance.discovery import not_calibration_targets
-from moe_conformance.impl import load_implementation
+from moe_conformance.cases.derived import HAND, derived_cases
+from moe_conformance.cases.discovery import not_calibration_targets
+from moe_conformance.implementations.loader import load_implementation
 hand = load_cases(derive=False)
 derived = derived_cases(hand, excluded=frozenset(not_calibration_targets()))
 impl = load_implementation("reference")

@@ -11,26 +11,25 @@ checkout) or as plain functions::
                 print(result)
 """
 
-# Exported lazily: importing the package (as pytest's entry point does for moe_conformance.options, in every run
+# Exported lazily: importing the package (as pytest's entry point does for moe_conformance.run.options, in every run
 # of the environment) must not import torch or transformers.
 _EXPORTS = {
-    "ArchCase": "cases",
     "load_cases": "cases",
-    "FixtureError": "fixture_files",
-    "ContractLevels": "impl",
-    "Implementation": "impl",
-    "ImplementationError": "impl",
-    "load_implementation": "impl",
-    "Outcome": "outcomes",
-    "evaluate": "outcomes",
-    "Setting": "setting",
-    "CHECKS": "suite",
-    "CheckResult": "suite",
-    "CheckSpec": "suite",
-    "run_checks": "suite",
-    "ConformanceFailure": "verdicts",
-    "HarnessError": "verdicts",
-    "NotApplicable": "verdicts",
+    "ArchCase": "cases.arch",
+    "FixtureError": "cases.files",
+    "Setting": "cases.setting",
+    "ContractLevels": "implementations.protocol",
+    "Implementation": "implementations.protocol",
+    "ImplementationError": "implementations.protocol",
+    "load_implementation": "implementations.loader",
+    "CheckSpec": "checks.spec",
+    "CHECKS": "checks.table",
+    "run_checks": "checks.table",
+    "Outcome": "checks.outcomes",
+    "evaluate": "checks.outcomes",
+    "ConformanceFailure": "vocabulary",
+    "HarnessError": "vocabulary",
+    "NotApplicable": "vocabulary",
 }
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .discovery import COMPLETENESS_CONTRACT
-from .suite import CHECKS, CheckSpec
+from .cases.discovery import COMPLETENESS_CONTRACT
+from .checks.spec import CheckSpec
+from .checks.table import CHECKS
 
 __all__ = ["check_table", "main"]
 

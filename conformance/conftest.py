@@ -5,6 +5,6 @@ asks too."""
 
 
 def pytest_addhooks(pluginmanager):
-    from moe_conformance import plugin
+    from moe_conformance.run import plugin
 
     plugin.register(pluginmanager)

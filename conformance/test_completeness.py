@@ -11,8 +11,8 @@ from __future__ import annotations
 import transformers
 
 from moe_conformance.cases import load_cases
-from moe_conformance.derived_fixtures import HAND, derived_cases
-from moe_conformance.discovery import completeness, not_calibration_targets, unreviewed_messages
+from moe_conformance.cases.derived import HAND, derived_cases
+from moe_conformance.cases.discovery import completeness, not_calibration_targets, unreviewed_messages
 
 
 def test_registry_completeness(impl, record_property, request):

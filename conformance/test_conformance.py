@@ -11,23 +11,36 @@ from __future__ import annotations
 
 import pytest
 
-from moe_conformance import device
-from moe_conformance.cases import load_cases
-from moe_conformance.outcomes import DEVICE, ERROR, FAILED, NOT_APPLICABLE, NOT_OFFERED, SKIPPED, XFAIL, evaluate
-from moe_conformance.suite import CHECKS
-from moe_conformance.verdicts import ConformanceFailure
+from moe_conformance.cases import devices, load_cases
+from moe_conformance.checks.outcomes import evaluate
+from moe_conformance.checks.table import CHECKS
+from moe_conformance.run.plugin import run_options
+from moe_conformance.vocabulary import (
+    DEVICE,
+    ERROR,
+    FAILED,
+    NOT_APPLICABLE,
+    NOT_OFFERED,
+    SKIPPED,
+    XFAIL,
+    ConformanceFailure,
+)
 
 CASES = load_cases()
 
 
-def _params():
-    for case in CASES:
-        for spec in CHECKS.values():
-            for setting in spec.settings(case):
-                yield pytest.param(case, setting, id=setting.id)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every setting of every check for every case, on the run's device and with its load (``RunOptions``)."""
+    options = run_options(metafunc.config)
+    params = [
+        pytest.param(case, setting, id=setting.id)
+        for case in CASES
+        for spec in CHECKS.values()
+        for setting in spec.settings(case, device=options.device, load=options.load)
+    ]
+    metafunc.parametrize(("case", "setting"), params)
 
 
-@pytest.mark.parametrize(("case", "setting"), list(_params()))
 def test_conformance(case, setting, impl, covered_only, not_judged, record_property):
     faulted = not_judged(case.model_type)
     if faulted:  # an earlier test of this architecture crashed, hung or faulted the device: one failure is enough
@@ -38,8 +51,8 @@ def test_conformance(case, setting, impl, covered_only, not_judged, record_prope
     # Structured, for the summary table and --moe-report: the plugin reads the kind, never the text.
     # "fixture": "hand" (a reviewed fixtures/*.toml entry) or "derived" (derived_fixtures.py).
     record_property("moe_conformance", {**outcome.record(), "fixture": case.source})
-    if setting.device != "cpu":
-        record_property("placed_on", device.placement(setting.device))
+    if setting.device != devices.DEFAULT:
+        record_property("placed_on", devices.placement(setting.device))
     if hasattr(outcome.value, "summary"):  # the calibration smoke: what natural routing left unseen
         record_property("moe_smoke", outcome.value.summary())
     if outcome.kind in (SKIPPED, NOT_APPLICABLE, NOT_OFFERED):

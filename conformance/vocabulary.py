@@ -19,6 +19,8 @@ loads this file by path where nothing is installed (the reusable workflow's matr
 
 from __future__ import annotations
 
+import traceback
+
 PASSED, FAILED, ERROR, SKIPPED, NOT_APPLICABLE, NOT_OFFERED, XFAIL = (
     "passed", "failed", "error", "skipped", "n/a", "not offered", "xfail")
 TIMEOUT, CRASH, DEVICE = "timeout", "crash", "device"
@@ -48,3 +50,31 @@ def red_cell(kinds: list[str]) -> str:
     """The label of a cell holding at least one red outcome: each red kind with its count over the cell's tests,
     e.g. ``CRASH 1/8 FAIL 2/8``; the empty string where none is red."""
     return " ".join(f"{LABELS[k]} {kinds.count(k)}/{len(kinds)}" for k in RED if k in kinds)
+
+
+# How a check says which kind it came to: it returns (passed) or raises one of these; anything else it raises is
+# the harness' ERROR (``checks/outcomes.py`` turns them into kinds; ``KIND_OF`` below).
+class ConformanceFailure(AssertionError):
+    """The implementation does not conform; the message says where and how."""
+
+class HarnessError(Exception):
+    """The original block, the fixture or the harness failed: the implementation was not judged. The message
+    says what failed (and, for a fixture fault, names the fixture file and entry)."""
+
+class NotApplicable(Exception):
+    """The check does not apply to this architecture here; reported as n/a, with the reason."""
+
+def fail(label: str, message: str) -> ConformanceFailure:
+    return ConformanceFailure(f"{label}: {message}")
+
+def where(exc: BaseException) -> str:
+    """``file:line`` of the frame that raised ``exc``."""
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{frame.filename}:{frame.lineno}"
+
+def raised(exc: BaseException, when: str = "") -> str:
+    """``raised E: message (at file:line)``: how every message reports an exception."""
+    return f"raised {type(exc).__name__}{when}: {exc} (at {where(exc)})"
+
+
+KIND_OF = {ConformanceFailure: FAILED, HarnessError: ERROR, NotApplicable: NOT_APPLICABLE}

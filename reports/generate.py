@@ -55,7 +55,7 @@ def run_suite(impl: str, workers: str, keyword: str | None, device: str | None) 
 
 
 def results_summary(results: list[dict], other_failures: list[dict], exit_code: int) -> dict:
-    from moe_conformance.results import summary
+    from moe_conformance.run.results import summary
 
     return summary(results, other_failures, exit_code)
 
@@ -88,8 +88,8 @@ def provenance(data: dict) -> str:
 
 
 def render(data: dict) -> str:
-    from moe_conformance.table import summarise, uncovered_lines
-    from moe_conformance.suite import CHECKS
+    from moe_conformance.checks.table import CHECKS
+    from moe_conformance.run.terminal import summarise, uncovered_lines
 
     env, results = data["environment"], data["results"]
     headers, rows = summarise(results)
@@ -206,7 +206,7 @@ def kill_table_section(kills: dict) -> str:
 
 
 def suite_failed(data: dict) -> bool:
-    from moe_conformance.results import suite_status
+    from moe_conformance.run.results import suite_status
 
     return suite_status(data.get("exit_code"), data["results"], data.get("other_failures")) == "failed"
 

@@ -4,7 +4,7 @@
     python reports/peers.py run defuser -k "qwen3_moe-"    # a selection
     python reports/peers.py summary                        # reports/peers/README.md across every scoreboard
 
-``run`` runs the suite on one built-in peer spec (``llmcompressor`` and ``impl.BUILTIN_PEERS``) with both load
+``run`` runs the suite on one built-in peer spec (``implementations/peers``: each adapter declares its ``SPEC``) with both load
 paths (``--load both``: bfloat16 models cast with ``.to()`` and as ``from_pretrained(dtype=...)`` leaves them,
 separate settings) through ``reports/generate.py``, and writes ``reports/peers/<project>-<version>-transformers-
 <version>.md`` (generate.py's report, plus which load path each bfloat16 failure is on) and ``.json`` (the results
@@ -35,13 +35,13 @@ import matrix  # noqa: E402  (reports/matrix.py, beside this script: the page, a
 GREEN = set(matrix.vocabulary.GREEN)
 
 
-from moe_conformance.impl import BUILTIN_PEERS  # noqa: E402  (after the path above)
+from moe_conformance.implementations import peers  # noqa: E402  (after the path above)
 
 
 def run(spec: str, workers: str, keyword: str | None, merge: bool = False) -> int:
     import generate
 
-    from moe_conformance.impl import load_implementation
+    from moe_conformance.implementations.loader import load_implementation
 
     impl = load_implementation(spec)  # fails here, in one line, when the peer is not installed
     os.environ["MOE_CONFORMANCE_LOAD"] = "both"
@@ -79,13 +79,9 @@ def _merged(path: Path, data: dict, generate) -> dict:
 def coverage_notes(spec: str, results: list[dict]) -> dict[str, str]:
     """Per uncovered architecture, the adapter's note where the project keys coverage on a model type it registers
     for the composite model users load rather than for the fixture's text model (``coverage_note``)."""
-    import importlib
 
     from moe_conformance.cases import load_cases
-    from moe_conformance.peers import ADAPTERS
-
-    adapter = importlib.import_module(ADAPTERS[spec])
-    note = getattr(adapter, "coverage_note", None)
+    note = getattr(peers.adapter(spec), "coverage_note", None)
     uncovered = {r["arch"] for r in results if r["check"] == "covered" and r["outcome"] == "failed"}
     if note is None or not uncovered:
         return {}
@@ -130,7 +126,7 @@ def load_section(results: list[dict]) -> str:
 def cell(results: list[dict], note: str | None = None) -> str:
     """One architecture of one scoreboard: ``skip`` (absent), ``uncovered``, ``ok``, or the failing checks (with
     ``cast`` when every failure of that check is on the cast load path only)."""
-    from moe_conformance.suite import CHECKS
+    from moe_conformance.checks.table import CHECKS
 
     if all(r["outcome"] == "skipped" for r in results):
         return "skip"
@@ -206,7 +202,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     one = sub.add_parser("run", help="run the suite on one peer and write its scoreboard")
-    one.add_argument("spec", choices=("llmcompressor", *BUILTIN_PEERS))
+    one.add_argument("spec", choices=peers.specs())
     one.add_argument("-k", dest="keyword", default=None, help="pytest -k selection")
     one.add_argument("-n", "--workers", default="1", help="pytest-xdist workers (default 1)")
     one.add_argument("--merge", action="store_true", help="replace only the selected architectures' results in the existing scoreboard")

@@ -42,7 +42,7 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def pytest_addhooks(pluginmanager):
-    from moe_conformance import plugin
+    from moe_conformance.run import plugin
 
     plugin.register(pluginmanager)
 

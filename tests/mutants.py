@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from moe_conformance import wrappers
-from moe_conformance.suite import CHECKS
+from moe_conformance.checks.table import CHECKS
 from moe_conformance.wrappers import CalibrationMoEBlock, LinearExperts
 from moe_conformance.wrappers.permanent import PermanentCalibrationMoEBlock
 
@@ -240,7 +240,7 @@ def _routing_bug(bug: str | None) -> type:
     return BrokenRouting
 
 
-def _deepseek_style_router(block: nn.Module) -> bool:
+def deepseek_style_router(block: nn.Module) -> bool:
     import inspect
 
     router = getattr(block, "gate", None)
@@ -525,10 +525,10 @@ MUTANTS: dict[str, Mutant] = {
         Mutant("wrong_return_structure", WrongReturnStructure, "tuple vs tensor return (router logits dropped)"),
         Mutant("context_not_exception_safe", CorrectSubclass, "replacement not undone when the body raises", context=_context_without_exception_safety),
         Mutant("wrong_constructor", WrongConstructor, "constructor keyword other than 'original'"),
-        Mutant("softmax_instead_of_sigmoid", _routing_bug("softmax_instead_of_sigmoid"), "scoring function swapped", _deepseek_style_router),
-        Mutant("top_k_off_by_one", _routing_bug("top_k_off_by_one"), "top-k of k - 1", _deepseek_style_router),
-        Mutant("group_mask_ignored", _routing_bug("group_mask_ignored"), "topk_group < n_group ignored", _deepseek_style_router),
-        Mutant("normalisation_ignored", _routing_bug("normalisation_ignored"), "norm_topk_prob ignored", _deepseek_style_router),
+        Mutant("softmax_instead_of_sigmoid", _routing_bug("softmax_instead_of_sigmoid"), "scoring function swapped", deepseek_style_router),
+        Mutant("top_k_off_by_one", _routing_bug("top_k_off_by_one"), "top-k of k - 1", deepseek_style_router),
+        Mutant("group_mask_ignored", _routing_bug("group_mask_ignored"), "topk_group < n_group ignored", deepseek_style_router),
+        Mutant("normalisation_ignored", _routing_bug("normalisation_ignored"), "norm_topk_prob ignored", deepseek_style_router),
         Mutant("score_before_expert", _experts_class_swap(_ScoreBeforeExpert), "router weight applied to the expert input (llm-compressor #2243)", _has_dispatched_experts),
         Mutant("missing_transpose", _relayout(is_transposed=None), "fused weights read without/with a transpose", _has_dispatched_experts),
         Mutant("interleaved_read_as_concatenated", _relayout(is_concatenated=True), "gpt-oss's interleaved gate/up read as halves", _has_interleaved_experts),

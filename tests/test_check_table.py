@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from moe_conformance.__main__ import check_table
-from moe_conformance.suite import CHECKS
+from moe_conformance.checks.table import CHECKS
 
 REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- check table: python -m moe_conformance --list-checks -->\n", "<!-- end of check table -->"

@@ -11,17 +11,23 @@ import types
 from pathlib import Path
 
 import pytest
-
-from tests.versions import requires_transformers_5
 import torch
 from torch import nn
 
-from moe_conformance import wrappers
-from moe_conformance import CHECKS, Implementation, ImplementationError, load_cases, load_implementation, run_checks
-from moe_conformance.impl import lookup_key
-from moe_conformance.impl_registry import RegistryImplementation
-from tests.conversion_impl import Conversion, converts
+from moe_conformance import (
+    CHECKS,
+    Implementation,
+    ImplementationError,
+    load_cases,
+    load_implementation,
+    run_checks,
+    wrappers,
+)
+from moe_conformance.cases.discovery import lookup_key
+from moe_conformance.implementations.registry import RegistryImplementation
 from moe_conformance.wrappers.experts import LinearExperts, dispatch_to_experts
+from tests.conversion_impl import Conversion, converts
+from tests.versions import requires_transformers_5
 
 pytestmark = requires_transformers_5
 
@@ -70,7 +76,7 @@ def test_a_conversion_without_a_mode_offers_routed_only(monkeypatch):
     impl = load_implementation("modeless_conversion")
     assert impl.levels.coverage == "routed_only" and impl.levels.restore == "permanent"
     case = CONVERTED[0]
-    outcomes = {r.check: r.outcome for r in run_checks(case, impl, checks=["all_experts_observed", "calibration_smoke", "restore_semantics"])}
+    outcomes = {r.check: r.kind for r in run_checks(case, impl, checks=["all_experts_observed", "calibration_smoke", "restore_semantics"])}
     assert set(outcomes.values()) == {"not offered"}, outcomes
 
 
@@ -85,15 +91,15 @@ def test_the_conversion_passes_every_check_its_levels_offer(case):
     results = run_checks(case, load_implementation("tests.conversion_impl"))
     failures = [r.message for r in results if not r.passed]
     assert not failures, failures[:3]
-    assert {r.outcome for r in results if r.check == "restore_semantics"} == {"not offered"}  # permanent
-    assert {r.outcome for r in results if r.check in (*ESSENTIAL, "experts_are_linear")} <= {"passed", "n/a", "skipped", "xfail"}  # xfail: a declared gap of transformers itself (deepseek_v4 before 5.19)
+    assert {r.kind for r in results if r.check == "restore_semantics"} == {"not offered"}  # permanent
+    assert {r.kind for r in results if r.check in (*ESSENTIAL, "experts_are_linear")} <= {"passed", "n/a", "skipped", "xfail"}  # xfail: a declared gap of transformers itself (deepseek_v4 before 5.19)
 
 
 def test_a_restoring_conversion_is_judged_on_restore():
     impl = load_implementation("tests.conversion_impl:restoring")
     assert impl.levels.restore == "restores"
     results = run_checks(CONVERTED[0], impl, checks=["restore_semantics", "whole_model", "no_side_effects"])
-    assert {r.outcome for r in results} == {"passed"}, [r.message for r in results if not r.passed]
+    assert {r.kind for r in results} == {"passed"}, [r.message for r in results if not r.passed]
 
 
 def test_a_registry_wrapper_gets_the_models_top_level_config():
@@ -124,7 +130,7 @@ def test_not_offered_shows_in_the_table():
 
 def test_the_harness_does_not_import_the_reference():
     code = (
-        "import sys, moe_conformance, moe_conformance.suite, moe_conformance.plugin, moe_conformance.checks;"
+        "import sys, moe_conformance, moe_conformance.checks.table, moe_conformance.run.plugin, moe_conformance.checks;"
         "judges = {'moe_conformance.reference', 'moe_conformance.wrappers'};"
         "assert not judges & set(sys.modules), sorted(judges & set(sys.modules))"
     )
@@ -139,7 +145,7 @@ def test_a_class_patch_is_put_back_after_the_check():
     experts_class = type(case.make_block()[0].experts)
     forward = experts_class.__dict__.get("forward")
     results = run_checks(case, load_implementation("tests.mutants:conversion_patches_experts_class"), checks=["no_side_effects"])
-    assert results[0].outcome == "failed" and "class attribute" in results[0].message, results[0]
+    assert results[0].kind == "failed" and "class attribute" in results[0].message, results[0]
     assert experts_class.__dict__.get("forward") is forward
     assert torch.is_tensor(case.make_block()[0].experts.down_proj)
 
@@ -181,6 +187,6 @@ def test_declared_levels_decide_what_all_experts_observed_judges(levels, outcome
     monkeypatch.setattr(sys.modules[__name__], "discard_pass", _discard_pass(levels), raising=False)
     impl = load_implementation(f"{__name__}:discard_pass")
     results = run_checks(CONVERTED[0], impl, checks=["all_experts_observed", "routed_tokens_only", "output_matches"], variants=["default"])
-    observed = {r.outcome for r in results if r.check == "all_experts_observed"}
+    observed = {r.kind for r in results if r.check == "all_experts_observed"}
     assert observed == {outcome}, [r.message for r in results if r.check == "all_experts_observed"][:1]
-    assert {r.outcome for r in results if r.check != "all_experts_observed"} == {"passed"}, [r.message for r in results if not r.passed][:2]
+    assert {r.kind for r in results if r.check != "all_experts_observed"} == {"passed"}, [r.message for r in results if not r.passed][:2]

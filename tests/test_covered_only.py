@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from moe_conformance.suite import CHECKS
+from moe_conformance.checks.table import CHECKS
 
 REPO = Path(__file__).resolve().parent.parent
 # mixtral is covered by tests.single_architecture, qwen3_moe is not (both exist in every supported transformers)

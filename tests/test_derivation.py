@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from moe_conformance.derived_fixtures import DerivationError, _validated
-from moe_conformance.tiny_config import tiny_overrides
+from moe_conformance.cases.derived import DerivationError, validated_overrides
+from moe_conformance.cases.tiny_config import tiny_overrides
 
 LAYERS = 12
 # A Kolibri-1.1-like layout: an indexed layer every 4th, the others sliding; an indexed layer may read the K/V
@@ -55,12 +55,12 @@ class _Refusing:
 
 def test_a_refused_shrunk_value_is_put_back_at_its_default():
     overrides = {"head_dim": 8, "hidden_size": 32, "num_attention_heads": 4}
-    assert _validated(_Validating, _defaults(), overrides) == {"hidden_size": 32, "num_attention_heads": 4}
+    assert validated_overrides(_Validating, _defaults(), overrides) == {"hidden_size": 32, "num_attention_heads": 4}
 
 
 def test_a_refusal_no_default_satisfies_names_the_field_and_the_fix():
     with pytest.raises(DerivationError) as error:
-        _validated(_Refusing, _defaults(), {"head_dim": 8, "hidden_size": 32})
+        validated_overrides(_Refusing, _defaults(), {"head_dim": 8, "hidden_size": 32})
     message = str(error.value)
     assert "`head_dim` must be 96" in message and "names head_dim (default 128)" in message
     assert "a hand entry must set them to values the validator accepts" in message

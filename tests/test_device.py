@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from moe_conformance import device as devices
 from moe_conformance import load_cases
-from moe_conformance.suite import CHECKS
-from moe_conformance.verdicts import TOLERANCES, ConformanceFailure, compare_outputs, tolerance
+from moe_conformance.cases import devices
+from moe_conformance.checks.table import CHECKS
+from moe_conformance.checks.verdicts import compare_outputs
+from moe_conformance.vocabulary import ConformanceFailure
 
 REPO = Path(__file__).resolve().parent.parent
 CASE = next(case for case in load_cases() if case.model_type == "glm4_moe_lite")
@@ -69,8 +70,10 @@ def test_fixture_gaps_scoped_by_device_and_by_lists():
 def test_every_device_tolerance_fails_a_1e_4_drift_in_float32():
     """The float32 tolerance of every device stays below the drift it must catch; the CUDA half-precision ones
     are the measured ones (README, "Tolerance")."""
-    for device, by_dtype in TOLERANCES.items():
-        assert by_dtype[torch.float32] * 10 <= 1e-4, device
+    for name, device in devices.DEVICES.items():
+        assert device.tolerances["float32"] * 10 <= 1e-4, name
+        assert set(device.dtypes) <= set(device.tolerances), name
+    tolerance = devices.tolerance
     assert tolerance("cuda", torch.bfloat16) == 3e-2 and tolerance("cuda", torch.float16) == 4e-3
     assert tolerance("cpu", torch.int64) == tolerance("cpu", torch.float32)
     want = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))

@@ -4,12 +4,11 @@ to the bit, and every expert called on the same rows in the same order, in both 
 from __future__ import annotations
 
 import pytest
-
-from tests.versions import requires_transformers_5
 import torch
 from torch import nn
 
 from moe_conformance.wrappers import dispatch_to_experts
+from tests.versions import requires_transformers_5
 
 
 def loop_dispatch(experts, hidden_states, top_k_index, top_k_weights, calibrate_all_experts, accumulate_dtype=None, weighted_fn=None):

@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 import torch
 
-from moe_conformance.results import load_schema
+from moe_conformance.run.results import load_schema
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.end_to_end

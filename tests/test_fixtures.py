@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from moe_conformance.cases import FIXTURES_DIR, ArchCase, load_cases
-from moe_conformance.fixture_files import FixtureError, fixture_keys
-from moe_conformance.suite import CHECKS
-from moe_conformance.verdicts import TOLERANCE, ConformanceFailure, compare_outputs
+from moe_conformance.cases import load_cases
+from moe_conformance.cases.arch import FIXTURES_DIR, ArchCase
+from moe_conformance.cases.devices import tolerance
+from moe_conformance.cases.files import FixtureError, fixture_keys
+from moe_conformance.checks.table import CHECKS
+from moe_conformance.checks.verdicts import compare_outputs
+from moe_conformance.vocabulary import ConformanceFailure
 
 
 def test_every_entry_is_complete_and_its_variants_exist():
@@ -66,7 +69,7 @@ def test_tolerance_allows_rounding_and_catches_drift(dtype):
     compare_outputs(want.clone(), want, "t")  # identical
     eps = torch.finfo(dtype).eps
     compare_outputs((want.double() * (1 + eps / 4)).to(dtype), want, "t")  # below one ulp
-    drift = 1e-4 if dtype == torch.float32 else 8 * TOLERANCE[dtype]
+    drift = 1e-4 if dtype == torch.float32 else 8 * tolerance("cpu", dtype)
     with pytest.raises(ConformanceFailure, match="exceeds"):
         compare_outputs((want.double() * (1 + drift)).to(dtype), want, "t")
     with pytest.raises(ConformanceFailure, match="exceeds"):

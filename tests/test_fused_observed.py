@@ -56,7 +56,7 @@ def _outcomes(module, monkeypatch, checks) -> dict[str, set[str]]:
     results = run_checks(CASES["qwen3_moe"], impl, checks=checks)
     by: dict[str, set[str]] = {}
     for r in results:
-        by.setdefault(r.check, set()).add(r.outcome)
+        by.setdefault(r.check, set()).add(r.kind)
     return by
 
 
@@ -80,5 +80,5 @@ def test_taps_are_no_linears_where_linear_experts_are_promised(monkeypatch):
     monkeypatch.setitem(sys.modules, module.__name__, module)
     results = run_checks(CASES["qwen3_moe"], load_implementation(module.__name__), checks=["covered", "routed_tokens_only"])
     covered = [r for r in results if r.check == "covered"]
-    assert [r.outcome for r in covered] == ["failed"] and "expert 0 has no nn.Linear" in covered[0].message, covered
-    assert {r.outcome for r in results if r.check == "routed_tokens_only"} == {"skipped"}
+    assert [r.kind for r in covered] == ["failed"] and "expert 0 has no nn.Linear" in covered[0].message, covered
+    assert {r.kind for r in results if r.check == "routed_tokens_only"} == {"skipped"}

@@ -72,7 +72,7 @@ def test_one_namespace_with_the_fixtures_as_package_data(installed):
 
 
 def test_the_suite_runs_from_anywhere_and_finds_its_fixtures(installed):
-    code = "import moe_conformance.cases as c; print(c.__file__); print(c.FIXTURES_DIR)"
+    code = "import moe_conformance.cases.arch as c; print(c.__file__); print(c.FIXTURES_DIR)"
     where = subprocess.run([sys.executable, "-c", code], cwd=installed["scratch"], env=installed["env"],
                            capture_output=True, text=True, timeout=300)
     module, fixtures = where.stdout.split()
@@ -103,7 +103,7 @@ def test_an_unrelated_test_suite_is_untouched(installed):
 
         def test_other():
             assert "torch" not in sys.modules, "an unrelated run imported torch"
-            assert not [m for m in sys.modules if m.startswith("moe_conformance.") and m != "moe_conformance.options"]
+            assert not [m for m in sys.modules if m.startswith("moe_conformance.") and m != "moe_conformance.run.options"]
     """))
     run = _run(installed, "unrelated", "-q", env={"MOE_CONFORMANCE_IMPL": "no.such.module"})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]

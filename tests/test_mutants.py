@@ -11,9 +11,17 @@ import pytest
 from hypothesis import Phase, settings
 
 from moe_conformance import ImplementationError, load_cases, load_implementation, run_checks, wrappers
+from moe_conformance.checks.table import CHECKS
 from moe_conformance.reference import standardize_lookup_name
-from moe_conformance.suite import CHECKS
-from tests.mutants import AIMED_AT, CAUGHT_BY, FROM_TRANSFORMERS_5_25, FUSED_EXPERTS_ONLY, MUTANTS, _deepseek_style_router, check_order
+from tests.mutants import (
+    AIMED_AT,
+    CAUGHT_BY,
+    FROM_TRANSFORMERS_5_25,
+    FUSED_EXPERTS_ONLY,
+    MUTANTS,
+    check_order,
+    deepseek_style_router,
+)
 from tests.versions import requires_transformers_5, requires_transformers_5_25
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,9 +55,9 @@ def test_mutant_is_caught(mutant, case, record_property):
     if not stopped:
         verdict("SURVIVED")
     else:  # only a FAIL kills: an ERROR means the harness, not the mutant, was judged
-        verdict(stopped[0].check if stopped[0].outcome == "failed" else f"ERROR in {stopped[0].check}")
+        verdict(stopped[0].check if stopped[0].kind == "failed" else f"ERROR in {stopped[0].check}")
     assert stopped, f"mutant {mutant.name} ({mutant.bug}) survived every check on {case.model_type}"
-    assert stopped[0].outcome == "failed", f"{mutant.name}: a harness error, not a kill: {stopped[0].message}"
+    assert stopped[0].kind == "failed", f"{mutant.name}: a harness error, not a kill: {stopped[0].message}"
     assert case.model_type in stopped[0].message
 
 
@@ -83,7 +91,7 @@ def test_every_check_catches_a_mutant_on_its_own(check, name):
             continue
         applicable += 1
         results = run_checks(case, impl, checks=[check], stop_at_first_failure=True)
-        assert results[-1].outcome == "failed", f"{check} did not catch {name} on {case.model_type}: {results[-1]}"
+        assert results[-1].kind == "failed", f"{check} did not catch {name} on {case.model_type}: {results[-1]}"
     assert applicable, f"{name} applies to no architecture"
 
 
@@ -91,7 +99,7 @@ def test_every_check_catches_a_mutant_on_its_own(check, name):
 def test_routing_reimplementation_is_faithful(case):
     """The routing mutants re-implement DeepSeek-style routing with one bug each; without the bug the same
     code must pass, so that what kills them is the bug and nothing else."""
-    if not _deepseek_style_router(case.make_block()[0]):
+    if not deepseek_style_router(case.make_block()[0]):
         pytest.skip(f"{case.model_type} does not route DeepSeek-style")
     impl = load_implementation("tests.mutants:deepseek_router_control")
     checks = ["all_experts_observed", "routed_tokens_only", "output_matches"]

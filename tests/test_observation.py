@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from moe_conformance import load_cases, load_implementation
-from moe_conformance.instruments import feeding_recorded_inputs, recording_calls
-from moe_conformance.smoke import calibration_smoke
+from moe_conformance.checks.instruments import feeding_recorded_inputs, recording_calls
+from moe_conformance.checks.smoke import calibration_smoke
 
 CASES = [case for case in load_cases() if not case.absent_reason() and case.model_class]
 

@@ -14,13 +14,10 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-
-from tests.versions import requires_transformers_5
-
 from moe_conformance import CHECKS, Setting, evaluate, load_cases, load_implementation
-from moe_conformance.cases import FIXTURES_DIR
+from moe_conformance.cases.arch import FIXTURES_DIR
 from moe_conformance.wrappers import CalibrationMoEBlock
+from tests.versions import requires_transformers_5
 
 pytestmark = requires_transformers_5
 
@@ -70,7 +67,7 @@ def test_a_fixture_config_that_cannot_be_built_is_an_error():
 
 
 def test_a_bug_in_the_harness_is_an_error(monkeypatch):
-    from moe_conformance import checks_structure
+    from moe_conformance.checks import structure as checks_structure
 
     monkeypatch.setattr(checks_structure, "expert_layout", lambda case, block: 1 / 0)
     outcome = evaluate(CASE, CHECKS["experts_are_linear"], _setting("experts_are_linear"), REFERENCE)

@@ -29,7 +29,7 @@ def _impl_or_missing(spec: str):
 def _outcomes(impl, checks, case="qwen3_moe") -> dict[str, set[str]]:
     by: dict[str, set[str]] = {}
     for r in run_checks(CASES[case], impl, checks=checks):
-        by.setdefault(r.check, set()).add(r.outcome)
+        by.setdefault(r.check, set()).add(r.kind)
     return by
 
 

@@ -12,31 +12,26 @@ import torch
 from torch import nn
 
 from moe_conformance import ImplementationError, load_cases, load_implementation, run_checks
-from moe_conformance.setting import Setting, build_block, build_model
-from moe_conformance.suite import CHECKS, LOAD_VAR
+from moe_conformance.cases.setting import Setting, build_block, build_model
+from moe_conformance.checks.table import CHECKS
 from tests import conversion_impl
 
 CASES = {case.model_type: case for case in load_cases() if not case.absent_reason()}
 
 
-def _ids(monkeypatch, load: str | None) -> list[str]:
-    if load is None:
-        monkeypatch.delenv(LOAD_VAR, raising=False)
-    else:
-        monkeypatch.setenv(LOAD_VAR, load)
-    return [s.id for s in CHECKS["output_matches"].settings(CASES["qwen3_moe"], ["default"])]
+def _ids(load: str = "cast") -> list[str]:
+    return [s.id for s in CHECKS["output_matches"].settings(CASES["qwen3_moe"], ["default"], load=load)]
 
 
-def test_load_axis_only_where_asked(monkeypatch):
-    plain = _ids(monkeypatch, None)
+def test_load_axis_only_where_asked():
+    plain = _ids()
     assert "qwen3_moe-output_matches-default-routed-bfloat16" in plain and not any("cast" in i for i in plain)
-    both = _ids(monkeypatch, "both")
+    both = _ids("both")
     assert {"qwen3_moe-output_matches-default-routed-bfloat16-cast", "qwen3_moe-output_matches-default-routed-bfloat16-config_dtype"} <= set(both)
     assert "qwen3_moe-output_matches-default-routed-float32" in both  # float32 has one load path only
     assert len(both) == len(plain) + 2
-    monkeypatch.setenv(LOAD_VAR, "sideways")
-    with pytest.raises(ValueError, match="MOE_CONFORMANCE_LOAD"):
-        list(CHECKS["output_matches"].settings(CASES["qwen3_moe"]))
+    with pytest.raises(ValueError, match="--load 'sideways'"):
+        _ids("sideways")
 
 
 def test_config_dtype_load_sets_the_configs_as_from_pretrained_does():

@@ -13,9 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from moe_conformance import wrappers
-from moe_conformance import load_cases, load_implementation
-from moe_conformance.checks_model import model_output
+from moe_conformance import load_cases, load_implementation, wrappers
+from moe_conformance.checks.model import model_output
 from moe_conformance.reference import standardize_lookup_name
 from moe_conformance.wrappers.permanent import PermanentCalibrationMoEBlock
 

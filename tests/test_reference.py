@@ -8,7 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from moe_conformance.reference import MoECalibrationModule, calibration_context, moe_calibration_context, standardize_lookup_name
+from moe_conformance.reference import (
+    MoECalibrationModule,
+    calibration_context,
+    moe_calibration_context,
+    standardize_lookup_name,
+)
 
 
 class ToyExperts(nn.Module):

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
-from tests.versions import requires_transformers_5
 import torch
 import transformers
 
-from moe_conformance.results import SCHEMA_VERSION, load_schema
+from moe_conformance.run.results import SCHEMA_VERSION, load_schema
+from tests.versions import requires_transformers_5
 
 REPO = Path(__file__).resolve().parent.parent
 # One test of each outcome the suite gives on the reference, where the installed transformers has it: passed,

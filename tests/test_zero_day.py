@@ -12,9 +12,9 @@ import transformers
 from packaging.version import Version
 
 from moe_conformance import load_cases, load_implementation, run_checks
-from moe_conformance.derived_fixtures import DERIVED, derived_cases
-from moe_conformance.discovery import completeness, discovered_class, not_calibration_targets, unreviewed_messages
-from moe_conformance.impl_registry import RegistryImplementation
+from moe_conformance.cases.derived import DERIVED, derived_cases
+from moe_conformance.cases.discovery import completeness, discovered_class, not_calibration_targets, unreviewed_messages
+from moe_conformance.implementations.registry import RegistryImplementation
 from moe_conformance.reference import MoECalibrationModule, standardize_lookup_name
 from moe_conformance.wrappers.blocks import CalibrationMoEBlock, FusedExpertsMechanism, mechanism_for_class
 
@@ -140,7 +140,7 @@ def test_fixtures_are_derived_without_asking_the_reference(monkeypatch):
     before = _derived_without(STANDARD)
     refused = blocks.StructureVerdict(None, "refused for this test")
     monkeypatch.setattr(blocks, "mechanism_for_class", lambda block_cls: refused)
-    from moe_conformance import derived_fixtures
+    from moe_conformance.cases import derived as derived_fixtures
 
     derived_fixtures._derive.cache_clear()
     after = _derived_without(STANDARD)
