@@ -46,6 +46,37 @@ def is_red(kind: str) -> bool:
     return kind in RED
 
 
+def cell(records: list[dict]) -> tuple[str, str]:
+    """One architecture x check cell over its tests' records (``outcome``, and the ``uncovered`` / ``not_judged``
+    flags of the results file), as ``(class, label)``: the worst kind decides the class (the HTML page's colour),
+    the counts are in the label. The terminal table, the Markdown reports and the HTML page all draw cells so."""
+    if not records:
+        return "none", ""
+    kinds = [r["outcome"] for r in records]
+    n = len(kinds)
+    red = red_cell(kinds)
+    if red:
+        return ("fault" if any(k in FAULTS for k in kinds) else "fail" if FAILED in kinds else "error"), red
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        return "other", " ".join(f"{k} {kinds.count(k)}/{n}" for k in unknown)
+    if kinds.count(NOT_APPLICABLE) == n:
+        return "na", "n/a"
+    if any(r.get("uncovered") for r in records) and all(r.get("uncovered") or r["outcome"] == NOT_APPLICABLE for r in records):
+        return "notoffered", "uncovered"  # the implementation has no wrapper for the block (or --covered-only)
+    if any(r.get("not_judged") for r in records):
+        return "skip", NOT_JUDGED
+    if kinds.count(SKIPPED) + kinds.count(NOT_APPLICABLE) == n:
+        return "skip", "skip"
+    offered = kinds.count(NOT_OFFERED)
+    if offered:
+        judged = n - kinds.count(SKIPPED) - kinds.count(NOT_APPLICABLE)
+        return "notoffered", "not offered" if offered == judged else f"not offered {offered}/{judged}"
+    if XFAIL in kinds:
+        return "xfail", f"xfail {kinds.count(XFAIL)}/{n}"
+    return "ok", "ok"
+
+
 def red_cell(kinds: list[str]) -> str:
     """The label of a cell holding at least one red outcome: each red kind with its count over the cell's tests,
     e.g. ``CRASH 1/8 FAIL 2/8``; the empty string where none is red."""

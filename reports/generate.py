@@ -34,6 +34,7 @@ REPO = REPORTS.parent
 sys.path.insert(0, str(REPO))  # conformance.results, when run from a checkout without an install
 
 import matrix  # noqa: E402  (reports/matrix.py, beside this script: the HTML page)
+vocabulary = matrix.vocabulary  # conformance/vocabulary.py, as the page reads it
 
 
 def run_suite(impl: str, workers: str, keyword: str | None, device: str | None) -> dict:
@@ -87,6 +88,11 @@ def provenance(data: dict) -> str:
     return f"Suite {suite.get('version', '?')}{commit}{on}{took}." if suite or on or took else ""
 
 
+# The kinds the headline counts by name; any other (the faults) follows them with its count.
+HEADLINE = (vocabulary.FAILED, vocabulary.ERROR, vocabulary.PASSED, vocabulary.SKIPPED, vocabulary.NOT_APPLICABLE,
+            vocabulary.NOT_OFFERED, vocabulary.XFAIL)
+
+
 def render(data: dict) -> str:
     from moe_conformance.checks.table import CHECKS
     from moe_conformance.run.terminal import summarise, uncovered_lines
@@ -107,7 +113,7 @@ def render(data: dict) -> str:
     exit_code = data.get("exit_code")
     verdict = "PASSED" if not suite_failed(data) else f"FAILED (suite exit code {exit_code})"
     selection = f", selection `-k {data['selection']}`" if data.get("selection") else ""
-    others = "".join(f", {n} {kind}" for kind, n in sorted(counts.items()) if kind not in ("failed", "error", "passed", "skipped", "n/a", "not offered", "xfail"))
+    others = "".join(f", {n} {kind}" for kind, n in sorted(counts.items()) if kind not in HEADLINE)
     lines = [
         f"# Compatibility: {env['implementation']} on transformers {env['transformers']}",
         "",

@@ -39,7 +39,6 @@ def _load_vocabulary():
 
 vocabulary = _load_vocabulary()
 NOT_OFFERED = (vocabulary.NOT_OFFERED, "not_offered", "not-offered")
-KNOWN = (*vocabulary.KINDS, *NOT_OFFERED)
 # Cell classes: the legend, in the order a reader should care about them, with the colour each is drawn in.
 LEGEND = {
     "ok": ("ok", "#bfe5bf", "every test passed (n/a and known skips aside)"),
@@ -82,31 +81,13 @@ def _reasons(records: list[dict]) -> list[str]:
 
 
 def classify(records: list[dict]) -> Cell:
-    """One cell over its tests' outcome kinds; the worst decides the colour, the counts are in the label."""
+    """One cell over its tests' outcome kinds, by the vocabulary's one rule (older results files spell "not
+    offered" two other ways)."""
     if not records:
         return Cell("none", "", ["not in this run"])
-    kinds = Counter(r["outcome"] for r in records)
-    n, reasons = len(records), _reasons(records)
-    red = vocabulary.red_cell([r["outcome"] for r in records])
-    if red:
-        css = "fault" if any(kinds[k] for k in vocabulary.FAULTS) else "fail" if kinds["failed"] else "error"
-        return Cell(css, red, reasons)
-    unknown = sorted(k for k in kinds if k not in KNOWN)
-    if unknown:
-        return Cell("other", " ".join(f"{k} {kinds[k]}/{n}" for k in unknown), reasons)
-    if kinds["n/a"] == n:
-        return Cell("na", "n/a", reasons)
-    if any(r.get("uncovered") for r in records) and all(r.get("uncovered") or r["outcome"] == "n/a" for r in records):
-        return Cell("notoffered", "uncovered", reasons)  # --covered-only: the implementation does not target it
-    if kinds["skipped"] + kinds["n/a"] == n:
-        return Cell("skip", "skip", reasons)
-    offered = sum(kinds[k] for k in NOT_OFFERED)
-    if offered:
-        judged = n - kinds["skipped"] - kinds["n/a"]
-        return Cell("notoffered", "not offered" if offered == judged else f"not offered {offered}/{judged}", reasons)
-    if kinds["xfail"]:
-        return Cell("xfail", f"xfail {kinds['xfail']}/{n}", reasons)
-    return Cell("ok", "ok", reasons)
+    normal = [{**r, "outcome": vocabulary.NOT_OFFERED if r["outcome"] in NOT_OFFERED else r["outcome"]} for r in records]
+    css, label = vocabulary.cell(normal)
+    return Cell(css, label, _reasons(records))
 
 
 def version_key(version: str) -> tuple:

@@ -176,11 +176,13 @@ class _RoutingPlan:
 
 def linear_view(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     """An ``nn.Linear`` whose parameters are the given tensors (views: no copy, no fresh allocation)."""
-    out_features, in_features = weight.shape
-    linear = nn.Linear(in_features, out_features, bias=bias is not None, device="meta")
+    # Built without nn.Linear.__init__: its parameter initialisation (even on the meta device) costs more than
+    # everything else in unpacking a block's experts, and its tensors would be replaced at once.
+    linear = nn.Linear.__new__(nn.Linear)
+    nn.Module.__init__(linear)
+    linear.out_features, linear.in_features = weight.shape
     linear.weight = nn.Parameter(weight, requires_grad=False)
-    if bias is not None:
-        linear.bias = nn.Parameter(bias, requires_grad=False)
+    linear.register_parameter("bias", nn.Parameter(bias, requires_grad=False) if bias is not None else None)
     return linear
 
 

@@ -7,6 +7,7 @@ routing biases, which would leave routing trivial and the checks toothless.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import os
@@ -32,6 +33,9 @@ Shape = tuple[int, int]
 # (batch, sequence): batch > 1 with an odd length, a single token, batch 1, and a longer batch so that
 # most experts get routed tokens while some still do not.
 SHAPES: tuple[Shape, ...] = ((2, 5), (1, 1), (1, 7), (3, 4))
+# How many built blocks an architecture keeps to copy from (``ArchCase.make_block``): a check's settings share a
+# few weight draws (one per variant, purpose and shape).
+BUILT_BLOCKS_KEPT = 16
 # The layer index standalone blocks are built at (for blocks whose constructor takes one): not 0, which some
 # architectures keep dense.
 BLOCK_LAYER_IDX = 1
@@ -175,17 +179,32 @@ class ArchCase:
         return config
 
     def make_block(self, overrides: dict[str, Any] | None = None, seed: int = 0, dtype=torch.float32):
-        """A block with random weights, and its config."""
-        config = self.make_config(overrides)
-        block_cls = self.block_class
-        kwargs = {}
-        if "layer_idx" in inspect.signature(block_cls.__init__).parameters:
-            kwargs["layer_idx"] = BLOCK_LAYER_IDX
-        kwargs.update(self.block_kwargs)
-        block = block_cls(config, **kwargs)
-        randomise_(block, seed)
-        self._fill_routing_tables(block, seed)
+        """A block with random weights, and its config: a fresh copy each call (the caller may change it, an
+        implementation may convert it in place)."""
+        key = (repr(sorted((overrides or {}).items())), seed)
+        if key not in self._built_blocks:
+            # Building is most of a check's time (the config's validation, the block's own init, drawing the
+            # weights); the modes and dtypes of a setting share one weight draw, so it is done once and copied.
+            config = self.make_config(overrides)
+            block_cls = self.block_class
+            kwargs = {}
+            if "layer_idx" in inspect.signature(block_cls.__init__).parameters:
+                kwargs["layer_idx"] = BLOCK_LAYER_IDX
+            kwargs.update(self.block_kwargs)
+            block = block_cls(config, **kwargs)
+            randomise_(block, seed)
+            self._fill_routing_tables(block, seed)
+            self._built_blocks[key] = (block.eval(), config)
+            while len(self._built_blocks) > BUILT_BLOCKS_KEPT:
+                self._built_blocks.pop(next(iter(self._built_blocks)))
+        block, config = copy.deepcopy(self._built_blocks[key])
         return self._to_dtype(block, dtype, prefix="mlp."), config
+
+    @cached_property
+    def _built_blocks(self) -> dict:
+        """Float32 blocks built by ``make_block``, the most recent ``BUILT_BLOCKS_KEPT`` (the suite runs one
+        architecture's tests together)."""
+        return {}
 
     def _fill_routing_tables(self, block: nn.Module, seed: int) -> None:
         generator = torch.Generator().manual_seed(seed + 7)
@@ -263,14 +282,21 @@ class ArchCase:
             return (hidden, *layer_args), {**layer_kwargs, **kwargs}
         return (hidden,), kwargs
 
+    def _layer_inputs_model(self, dtype) -> nn.Module:
+        """The model ``_layer_inputs`` runs, one per dtype (the same weights for every input: only the ids are
+        drawn, so it is built once)."""
+        models = self.__dict__.setdefault("_layer_models", {})
+        if dtype not in models:
+            model = getattr(self.package, self.layer_inputs["model"])(self.make_config())
+            models[dtype] = randomise_(model, 0).to(dtype).eval()
+        return models[dtype]
+
     def _layer_inputs(self, shape: Shape, generator: torch.Generator, dtype) -> tuple[tuple, dict[str, Any]]:
         """The arguments after the hidden states that ``layer_inputs["model"]`` passes to its layer
         ``BLOCK_LAYER_IDX`` for random ids of ``shape`` (see ``layer_inputs``)."""
         from transformers.cache_utils import Cache
 
-        package = self.package
-        model = getattr(package, self.layer_inputs["model"])(self.make_config())
-        model = randomise_(model, 0).to(dtype).eval()
+        model = self._layer_inputs_model(dtype)
         layer = model.get_submodule(self.layer_inputs["layers"])[BLOCK_LAYER_IDX]
         captured: dict[str, Any] = {}
 

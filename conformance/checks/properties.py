@@ -18,8 +18,8 @@ __all__ = ["check_routing_properties", "register_hypothesis_profiles"]
 def register_hypothesis_profiles() -> None:
     """``ci`` (derandomized, so a CI run cannot flake) and ``dev`` (more examples, random); the one named by
     ``HYPOTHESIS_PROFILE`` (default ``ci``) is loaded unless another profile than hypothesis' own default is
-    already loaded (a test module or user that chose one keeps it). Called by the pytest plugin at configure
-    time and by the check itself, so that ``run_checks`` outside pytest runs under ``ci`` too."""
+    already loaded (a test module or user that chose one keeps it). Called by the check itself, when it first
+    runs: hypothesis is imported only where it is used."""
     try:
         from hypothesis import HealthCheck, settings
     except ImportError:  # a test extra: without it only routing_properties cannot run

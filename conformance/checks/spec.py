@@ -33,6 +33,9 @@ class CheckSpec:
     # declares another level is "not offered" the check. Empty for checks that guard what calibration always
     # needs: those are never "not offered".
     needs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Checks whose failure this one also shows (it observes the same behaviour on the way to its own): where one
+    # of them fails too on the same architecture, the report names that one the root and this one a consequence.
+    follows: tuple[str, ...] = ()
 
     def not_offered(self, levels: ContractLevels) -> str | None:
         """Why ``levels`` does not offer what this check judges (the declared level and the ones judged), or None."""

@@ -62,31 +62,33 @@ CHECKS: dict[str, CheckSpec] = {
         CheckSpec("restore_semantics", "restore", "Through the implementation's context, non-permanent wrappers (a restoring conversion) leave the same "
                   "module objects, bitwise-equal parameters and buffers and no hooks, also when the body raises; permanent wrappers "
                   "stay, still match, and release the block they replaced. Not offered where the implementation declares restore permanent.",
-                  check_restore_semantics, BOTH_MODES, F32, False, RESTORES),
+                  check_restore_semantics, BOTH_MODES, F32, False, RESTORES, follows=("output_matches",)),
         CheckSpec("no_side_effects", "no_side_fx", "Building and running the wrapper leaves the original block's modules, parameters and "
                   "buffers bitwise unchanged (a conversion, which replaces modules by design: the original tensors' values), and the configs' "
                   "and the block's classes' attributes as they were: a patched experts class changes every model in the process.",
                   check_no_side_effects, BOTH_MODES, DTYPES, False),
         CheckSpec("partial_conversion", "partial", "Wrapping or converting one block leaves a sibling block of the same class, "
                   "sharing its config, working: it still matches its original output while the other calibrates and after.",
-                  check_partial_conversion, BOTH_MODES, F32, False),
+                  check_partial_conversion, BOTH_MODES, F32, False, follows=("output_matches", "no_side_effects")),
         CheckSpec("whole_model", "model", "A tiny whole model (dense layers too where the architecture has them): the context replaces "
                   "exactly the MoE blocks (a conversion: every MoE block has per-expert Linears and nothing outside them is replaced); "
                   "the logits inside it and after it equal the logits before. In bfloat16 every call of every MoE block is fed the "
                   "original model's input for that call and its output compared too, since rounding noise can flip a later layer's "
                   "top-k on a near tie.",
-                  check_whole_model, BOTH_MODES, DTYPES, False),
+                  check_whole_model, BOTH_MODES, DTYPES, False, follows=("output_matches",)),
         CheckSpec("experts_implementation", "exp_impl", "transformers 5.x: under every experts implementation (eager, batched_mm, "
                   "grouped_mm; whole models default to grouped_mm) the output still matches and the expert Linears still see their "
                   "tokens: a fused fast path that bypasses them calibrates nothing (n/a where the experts have no such dispatch).",
-                  check_experts_implementation, BOTH_MODES, DTYPES, False),
+                  check_experts_implementation, BOTH_MODES, DTYPES, False,
+                  follows=("output_matches", "all_experts_observed", "routed_tokens_only")),
         CheckSpec("routing_properties", "hypothesis", "Over any combination of the fixture's routing knobs, any small shape and seed: "
                   "observation, routing and outputs hold in both modes.",
-                  check_routing_properties, (None,), F32, False),
+                  check_routing_properties, (None,), F32, False,
+                  follows=("output_matches", "all_experts_observed", "routed_tokens_only")),
         CheckSpec("calibration_smoke", "smoke", "A tiny whole model calibrated on two tokens inside the context leaves every expert "
                   "Linear with finite min/max statistics of at least one non-zero row; the run prints how many experts natural routing "
                   "left unseen without it. Not offered at coverage rotating or routed_only.",
-                  check_calibration_smoke, (None,), F32, False, ALL_TOKENS),
+                  check_calibration_smoke, (None,), F32, False, ALL_TOKENS, follows=("all_experts_observed",)),
     )
 }
 

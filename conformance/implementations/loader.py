@@ -36,9 +36,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .protocol import Implementation, ImplementationError
+from .protocol import Implementation, ImplementationError, import_module
 
-__all__ = ["ENV_VAR", "REFERENCE", "import_module", "load_implementation"]
+__all__ = ["ENV_VAR", "REFERENCE", "load_implementation"]
 
 ENV_VAR = "MOE_CONFORMANCE_IMPL"
 # This project's reference implementation, loaded by name as any registry is: (wrappers, context) modules.
@@ -80,18 +80,6 @@ def load_implementation(spec: str | None = None) -> Implementation:
 
 
 
-def import_module(module_name: str, spec: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImplementationError(
-            f"--impl {spec}: cannot import {module_name!r} ({type(exc).__name__}: {exc}). "
-            "Install it, or pass 'reference', 'llmcompressor' or an importable dotted module path."
-        ) from None
-    except Exception as exc:
-        raise ImplementationError(f"--impl {spec}: importing {module_name!r} raised {type(exc).__name__}: {exc}") from None
 
 
 def _namespace(spec: str) -> Any:

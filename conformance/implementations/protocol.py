@@ -21,6 +21,7 @@ __all__ = [
     "ConstructionError",
     "Implementation",
     "ImplementationError",
+    "import_module",
     "qualname",
 ]
 
@@ -142,3 +143,16 @@ class Implementation(Protocol):
 
 def qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+def import_module(module_name: str, spec: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ImplementationError(
+            f"--impl {spec}: cannot import {module_name!r} ({type(exc).__name__}: {exc}). "
+            "Install it, or pass 'reference', 'llmcompressor' or an importable dotted module path."
+        ) from None
+    except Exception as exc:
+        raise ImplementationError(f"--impl {spec}: importing {module_name!r} raised {type(exc).__name__}: {exc}") from None

@@ -17,8 +17,7 @@ from torch import nn
 
 from ..cases.discovery import lookup_key
 from ..vocabulary import raised
-from .loader import import_module
-from .protocol import WRAPPER_KEYWORDS, ConstructionError, ContractLevels, ImplementationError, qualname
+from .protocol import WRAPPER_KEYWORDS, ConstructionError, ContractLevels, ImplementationError, import_module, qualname
 
 __all__ = ["RegistryImplementation", "from_namespace", "from_registry", "swapping_wrappers"]
 

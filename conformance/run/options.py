@@ -52,9 +52,10 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     """Register the plugin before the session is configured (its ``pytest_configure`` validates the run), in the
     xdist controller as in every worker; an unrelated run is left as it is."""
     if targets_suite(config):
-        from . import plugin
+        # by name, as pytest loads plugins: the plugin reads this module's declarations, not the reverse
+        import importlib
 
-        plugin.register(config.pluginmanager)
+        importlib.import_module(f"{PACKAGE}.run.plugin").register(config.pluginmanager)
         _isolate(config)
 
 

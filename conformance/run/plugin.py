@@ -63,11 +63,9 @@ def register(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from ..checks.properties import register_hypothesis_profiles
     from ..checks.spec import loads
 
     _single_threaded_unless_set()
-    register_hypothesis_profiles()
     load = config.getoption("--load") or os.environ.get(LOAD_VAR) or "cast"
     try:
         device = devices.resolve(config.getoption("--device"))
@@ -150,7 +148,7 @@ def covered_only(request: pytest.FixtureRequest) -> bool:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"moe-conformance: impl={config.stash[_IMPL].describe()}, {_versions()}, {_threads()}",
+    return [f"moe-conformance: impl={config.stash[_IMPL].describe()}", f"moe-conformance: {_versions()}, {_threads()}",
             f"moe-conformance: device {devices.describe(run_options(config).device)}",
             f"moe-conformance: isolation: {isolation.describe(config)}"]
 
@@ -252,52 +250,54 @@ class _Recorder:
             self.other_failures.append({"nodeid": report.nodeid, "when": "collect", "message": str(report.longrepr)[-2000:]})
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus) -> None:
+        """The run's account, every line within ``terminal.WIDTH`` columns: the MoE classes found, the table, its
+        legend, the failures with their roots, and what was skipped or not covered, and why."""
+        tr, config = terminalreporter, self.config
+
+        def write(*lines: str) -> None:
+            for line in lines:
+                for part in terminal.wrap(line):
+                    tr.write_line(part)
+
         if self.completeness:
             c = self.completeness
-            terminalreporter.section("moe-conformance: MoE classes in the installed transformers")
-            terminalreporter.write_line(
-                f"transformers {c['transformers']}: {c['found']} found, {c['covered']} covered, "
-                f"{len(c['excluded'])} excluded, {len(c['no_wrapper'])} without a wrapper, "
-                f"{len(c['no_fixture'])} without a fixture entry"
-            )
-            for name, reason in sorted(c["excluded"].items()):
-                terminalreporter.write_line(f"excluded: {name}: {reason}")
-            for name in c["no_wrapper"]:
-                terminalreporter.write_line(f"uncovered: {name}: no wrapper; calibration would be silently skipped")
-            for name in c["no_fixture"]:
-                terminalreporter.write_line(f"unchecked: {name}: no fixture entry; the suite does not check it")
-        if self.smoke:
-            terminalreporter.section("moe-conformance: calibration smoke (experts natural routing left unseen)")
-            for line in sorted(self.smoke):
-                terminalreporter.write_line(line)
-        config_path = self.config.getoption("--moe-report")
+            tr.section("moe-conformance: MoE classes in the installed transformers")
+            write(f"transformers {c['transformers']}: {c['found']} found, {c['covered']} covered, "
+                  f"{len(c['excluded'])} excluded, {len(c['no_wrapper'])} without a wrapper, "
+                  f"{len(c['no_fixture'])} without a fixture entry")
+            if config.getoption("verbose") > 0:
+                write(*(f"excluded: {name}: {reason}" for name, reason in sorted(c["excluded"].items())))
+            write(*(f"uncovered: {name}: no wrapper; calibration would be silently skipped" for name in c["no_wrapper"]))
+            write(*(f"unchecked: {name}: no fixture entry; the suite does not check it" for name in c["no_fixture"]))
+        smoke_failed = any(r["check"] == "calibration_smoke" and vocabulary.is_red(r["outcome"]) for r in self.results)
+        if self.smoke and (smoke_failed or config.getoption("verbose") > 0):
+            tr.section("moe-conformance: calibration smoke (experts natural routing left unseen)")
+            write(*sorted(self.smoke))
         if not self.results:
             return
-        from tabulate import tabulate
-
-        from ..checks.table import CHECKS
-
-        config = self.config
         headers, rows = terminal.summarise(self.results)
-        impl = config.stash[_IMPL].describe()
-        tr = terminalreporter
         device = run_options(config).device
-        tr.section(f"moe-conformance: {impl}; {_versions()}" + (f"; {devices.describe(device)}" if device != devices.DEFAULT else ""))
-        tr.write_line(tabulate(rows, headers=headers, tablefmt="simple"))
+        on = f"; {devices.describe(device)}" if device != devices.DEFAULT else ""
+        tr.section(f"moe-conformance: {config.stash[_IMPL].describe()}")
+        write(f"{_versions()}{on}")
+        write(*terminal.render_table(headers, rows))
+        write(*terminal.legend(self.results))
+        failures = terminal.failure_lines(self.results)
+        if failures:
+            tr.section("moe-conformance: failures (root first, then what follows from it)")
+            write(*failures)
         placed = Counter(r["placed_on"] for r in self.results if "placed_on" in r)
         if len(placed) > 1:
-            tr.write_line("tests per GPU: " + ", ".join(f"{gpu} {n}" for gpu, n in sorted(placed.items())))
-        skips = {r["message"] for r in self.results if r["outcome"] == "skipped" and r["message"] and not r.get("uncovered")}
-        for reason in sorted(skips):  # absences, the fixtures' known skips
-            tr.write_line(f"skip: {reason}")
-        for line in terminal.uncovered_lines(self.results, config.getoption("--covered-only")):
-            tr.write_line(line)
+            write("tests per GPU: " + ", ".join(f"{gpu} {n}" for gpu, n in sorted(placed.items())))
+        skips = {r["message"] for r in self.results if r["outcome"] == vocabulary.SKIPPED and r["message"]
+                 and not r.get("uncovered") and not r.get("not_judged")}
+        write(*(f"skip: {reason}" for reason in sorted(skips)))  # absences, the fixtures' known skips
+        write(*terminal.uncovered_lines(self.results, config.getoption("--covered-only")))
         for r in self.results:  # a known gap is shown with its reason, never as a bare "xfail"
-            if r["outcome"] == "xfail":
-                tr.write_line(f"xfail: {r['id']}: {r['message'].splitlines()[0] if r['message'] else ''}")
-        tr.write_line("checks: " + "; ".join(f"{spec.short} = {name}" for name, spec in CHECKS.items() if spec.short != name))
-        if config_path:
-            tr.write_line(f"moe-conformance: results written to {config_path}")
+            if r["outcome"] == vocabulary.XFAIL:
+                write(f"xfail: {r['id']}: {r['message'].splitlines()[0] if r['message'] else ''}")
+        if config.getoption("--moe-report"):
+            write(f"moe-conformance: results written to {config.getoption('--moe-report')}")
 
     def results_file(self, exit_code: int) -> dict:
         from ..checks.table import CHECKS
