@@ -134,8 +134,6 @@ def main() -> None:
 
     from moe_conformance import load_cases
     from moe_conformance.cases import devices
-    from moe_conformance.cases.devices import dtype_name
-    from moe_conformance.checks.verdicts import TOLERANCES
 
     device = devices.resolve(args.device)
     if args.kernels:
@@ -161,7 +159,7 @@ def main() -> None:
                 if relative >= total[0]:
                     total[0], total[1] = relative, where
     print(f"{time.perf_counter() - start:.1f} s")
-    tolerances = {dtype_name(d): t for d, t in TOLERANCES[device].items()}
+    tolerances = devices.DEVICES[device].tolerances
     print(f"{'dtype':9} {'comparison':22} {'max rel. error':>14} {'tolerance':>9} {'comparisons':>11}  at")
     for key in sorted(totals):
         dtype, category = key.split("|")

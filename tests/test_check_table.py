@@ -30,3 +30,17 @@ def test_every_check_has_a_row_with_its_contract():
     for name, spec in CHECKS.items():
         assert f"| `{name}` | `{spec.short}` |" in table and spec.doc in table, name
         assert "\n" not in spec.doc and "|" not in spec.doc, f"{name}: a contract is one line of a Markdown table"
+
+
+def test_what_a_check_follows_is_a_check_and_never_itself():
+    """``follows`` names checks of the table, and no check follows itself through others: a root exists in every
+    group of failing checks (``run/terminal.py`` marks the rest)."""
+    for name, spec in CHECKS.items():
+        seen, todo = set(), list(spec.follows)
+        while todo:
+            other = todo.pop()
+            assert other in CHECKS, f"{name} follows {other!r}, which is no check"
+            assert other != name, f"{name} follows itself"
+            if other not in seen:
+                seen.add(other)
+                todo += list(CHECKS[other].follows)

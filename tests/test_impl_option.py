@@ -73,3 +73,12 @@ def test_reference_is_the_default(monkeypatch):
     monkeypatch.delenv("MOE_CONFORMANCE_IMPL", raising=False)
     impl = load_implementation()
     assert impl.name == "reference" and impl.wrapper_for("Glm4MoeLiteMoE") is not None
+
+
+def test_the_option_and_the_loader_name_one_environment_variable():
+    """``run/options.py`` names ``--impl``'s variable without importing the loader (it is imported by every pytest
+    run of the environment); the two names must stay one."""
+    from moe_conformance.implementations.loader import ENV_VAR
+    from moe_conformance.run.options import IMPL_VAR
+
+    assert IMPL_VAR == ENV_VAR

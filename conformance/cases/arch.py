@@ -217,17 +217,21 @@ class ArchCase:
                 rows = [torch.randperm(self.experts, generator=generator)[: table.shape[-1]] for _ in range(table.shape[0])]
                 table.copy_(torch.stack(rows))
 
+    def top_level_config(self, config, extra: dict[str, Any] | None = None):
+        """The config a whole model built around ``config`` holds as ``model.config``: ``config`` itself, or, for
+        a composite model (``model_composite``), the composite config it goes under (with ``extra`` kwargs)."""
+        if not self.model_composite:
+            return config
+        composite = getattr(self.package, self.model_composite["config_class"])
+        return composite(**{self.model_composite["under"]: config}, **self.model_composite.get("config", {}), **(extra or {}))
+
     def make_model(self, seed: int = 0, dtype=torch.float32, config_dtype: torch.dtype | None = None):
         """A whole causal LM (dense layers beside MoE ones) with random weights, and its config. ``config_dtype``:
         the configs say that dtype before the model is built, as ``from_pretrained(dtype=...)`` has them (modules
         that copy their config when built keep it)."""
         config = self.make_config({"dtype": config_dtype} if config_dtype else None, whole_model=True)
-        package = self.package
-        if self.model_composite:
-            composite = getattr(package, self.model_composite["config_class"])
-            extra = {"dtype": config_dtype} if config_dtype else {}
-            config = composite(**{self.model_composite["under"]: config}, **self.model_composite.get("config", {}), **extra)
-        model = getattr(package, self.model_class)(config)
+        config = self.top_level_config(config, {"dtype": config_dtype} if config_dtype else {})
+        model = getattr(self.package, self.model_class)(config)
         held = {self.block, *self.model_also_holds}
         randomise_(model, seed, buffers_in=lambda m: type(m).__name__ in held)
         for i, block in enumerate(m for m in model.modules() if type(m).__name__ == self.block):

@@ -34,7 +34,6 @@ __all__ = [
     "build_block",
     "build_model",
     "fixture_entry",
-    "top_level_config",
 ]
 
 MODES = {"all_experts": True, "routed": False}  # mode name -> calibrate_all_experts
@@ -158,18 +157,10 @@ def build_block(case: ArchCase, setting: Setting, shape: Shape | None, purpose: 
         overrides["dtype"] = setting.dtype  # before building, as from_pretrained: configs copied at build keep it
     block, config = _harness_step(case, setting, lambda: case.make_block(overrides, seed=seed, dtype=setting.dtype))
     args, kwargs = block_inputs(case, setting, shape, purpose) if shape is not None else ((), {})
-    model_config = _harness_step(case, setting, lambda: top_level_config(case, config))
+    model_config = _harness_step(case, setting, lambda: case.top_level_config(config))
     _as_loaded(setting, config, model_config)
     return BlockRun(_to_device(block, setting.device), config, args, kwargs, setting.label(shape), model_config)
 
-
-def top_level_config(case: ArchCase, config: Any) -> Any:
-    """The config a whole model built around ``config`` would hold as ``model.config``: ``config`` itself, or,
-    for a composite model (``model_composite``), the composite config it goes under (as ``make_model``)."""
-    if not case.model_composite:
-        return config
-    composite = getattr(case.package, case.model_composite["config_class"])
-    return composite(**{case.model_composite["under"]: config}, **case.model_composite.get("config", {}))
 
 
 def block_inputs(case: ArchCase, setting: Setting, shape: Shape, purpose: str = "block") -> tuple[tuple, dict]:

@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from ..cases import devices
+from .results import write_atomically
 from ..vocabulary import CRASH, DEVICE, FAULT_WORDS, FAULTS, SKIPPED, TIMEOUT
 
 TIMEOUT_VAR = "MOE_CONFORMANCE_TIMEOUT"
@@ -75,12 +76,6 @@ def _skeleton(item: pytest.Item) -> dict[str, Any] | None:
     if not params or "setting" not in params:
         return None
     return {**params["setting"].record(), "fixture": params["case"].source}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data))
-    os.replace(temporary, path)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -173,13 +168,13 @@ class WorkerGuard:
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem):
         running = self.folder / f"{self.name}.running.json"
         if self.poisoned:  # the device context is unusable: a fresh worker runs this test instead
-            _write_json(running, {"nodeid": item.nodeid, "replace": self.poisoned})
+            write_atomically(running, json.dumps({"nodeid": item.nodeid, "replace": self.poisoned}))
             os._exit(EXIT_REPLACE)
         skeleton = _skeleton(item)
         if skeleton is None:  # not a test of the suite (the project's own tests share this plugin): left alone
             return (yield)
         limit = timeout_for(item, self.default_timeout)
-        _write_json(running, {"nodeid": item.nodeid, "record": skeleton, "limit": limit})
+        write_atomically(running, json.dumps({"nodeid": item.nodeid, "record": skeleton, "limit": limit}))
         if limit > 0:
             # faulthandler's watchdog is a C thread: it fires even while the hung code holds the GIL, writes every
             # thread's stack and ends the process

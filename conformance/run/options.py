@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-# Torch-free modules below this one: the device table and the loader's names.
-from ..cases.devices import CHOICES as DEVICE_CHOICES  # noqa: E402
-from ..cases.devices import ENV_VAR as DEVICE_VAR
-from ..implementations.loader import ENV_VAR as IMPL_VAR  # noqa: E402
+# The device table's names (a torch-free module: this one is imported by every pytest run of the environment).
+from ..cases.devices import CHOICES as DEVICE_CHOICES, ENV_VAR as DEVICE_VAR  # noqa: E402
+
+IMPL_VAR = "MOE_CONFORMANCE_IMPL"  # implementations/loader.py's ENV_VAR (tests/test_installed.py keeps them one)
 
 LOAD_VAR = "MOE_CONFORMANCE_LOAD"
 PACKAGE = "moe_conformance"  # the installed import name (pyproject: package-dir)
