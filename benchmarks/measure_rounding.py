@@ -1,7 +1,7 @@
 """Measure the rounding the output tolerances must allow: the largest relative error between a correct wrapper
 (the reference) and the original, per dtype and kind of comparison, over every architecture of the fixtures.
 
-    python benchmarks/measure_rounding.py --device cuda -j 8            # what README's tolerance table records
+    python benchmarks/measure_rounding.py --device cuda -j 8            # what docs/checks.md's tolerances are derived from
     python benchmarks/measure_rounding.py --device cuda -j 8 --tf32     # the same with TF32 matmuls allowed
     python benchmarks/measure_rounding.py --device cpu -k glm4_moe_lite # one architecture, on the CPU
     python benchmarks/measure_rounding.py --device cuda --kernels       # which CUDA kernels each dispatch runs

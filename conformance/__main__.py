@@ -1,5 +1,5 @@
 """``python -m moe_conformance --list-checks``: the check table, one row per check with its one-line contract, read
-from the ``CheckSpec``s (``suite.CHECKS``). README's check table is this output, and a test keeps it so."""
+from the ``CheckSpec``s (``suite.CHECKS``). docs/checks.md's check table is this output, and a test keeps it so."""
 
 from __future__ import annotations
 

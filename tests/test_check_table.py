@@ -1,4 +1,4 @@
-"""README's check table is ``python -m moe_conformance --list-checks``'s output, read from the CheckSpecs: the two
+"""docs/checks.md's check table is ``python -m moe_conformance --list-checks``'s output, read from the CheckSpecs: the two
 cannot drift apart."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- check table: python -m moe_conformance --list-checks -->\n", "<!-- end of check table -->"
 
 
-def test_readme_check_table_is_the_list_checks_output():
+def test_docs_check_table_is_the_list_checks_output():
     run = subprocess.run([sys.executable, "-m", "moe_conformance", "--list-checks"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout == check_table(), run.stderr[-2000:]
-    readme = (REPO / "README.md").read_text()
-    shown = readme.split(BEGIN, 1)[1].split(END, 1)[0]
+    page = (REPO / "docs" / "checks.md").read_text()
+    shown = page.split(BEGIN, 1)[1].split(END, 1)[0]
     assert shown == run.stdout, (
-        "README's check table differs from `python -m moe_conformance --list-checks`: paste that command's output "
-        "between the check table markers in README.md"
+        "docs/checks.md's check table differs from `python -m moe_conformance --list-checks`: paste that command's output "
+        "between the check table markers in docs/checks.md"
     )
 
 

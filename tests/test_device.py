@@ -1,5 +1,5 @@
-"""--device: what runs where, checked on a machine without a GPU (the GPU runs themselves are on the H100, README
-"GPU"): ids and dtypes per device, the usage error without CUDA, fixture gaps scoped by device, the
+"""--device: what runs where, checked on a machine without a GPU (the GPU runs themselves are on the H100,
+docs/gpu.md): ids and dtypes per device, the usage error without CUDA, fixture gaps scoped by device, the
 tolerances per (device, dtype), one GPU per xdist worker, and reports named by device."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_fixture_gaps_scoped_by_device_and_by_lists():
 
 def test_every_device_tolerance_fails_a_1e_4_drift_in_float32():
     """The float32 tolerance of every device stays below the drift it must catch; the CUDA half-precision ones
-    are the measured ones (README, "Tolerance")."""
+    are the measured ones (docs/checks.md, "Tolerance")."""
     for name, device in devices.DEVICES.items():
         assert device.tolerances["float32"] * 10 <= 1e-4, name
         assert set(device.dtypes) <= set(device.tolerances), name

@@ -48,9 +48,9 @@ def test_workflow_passes_actionlint(path):
 
 
 def readme_recipe() -> str:
-    """The workflow the README's "Gate your wrapper PRs" section tells a project to add."""
+    """The workflow the README's "Running it in your CI" section tells a project to add."""
     text = (REPO / "README.md").read_text()
-    section = text.split("## Gate your wrapper PRs", 1)[1]
+    section = text.split("## Running it in your CI", 1)[1]
     return section.split("```yaml\n", 1)[1].split("```", 1)[0]
 
 

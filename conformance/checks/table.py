@@ -1,7 +1,7 @@
 """The suite: which checks exist, where each runs, and ``run_checks`` to run them as plain functions.
 
 ``CHECKS`` is the one declaration the pytest layer (``test_conformance.py``), the summary table, the reports,
-``run_checks`` and ``python -m moe_conformance --list-checks`` (README's check table) read, like torch's OpInfo
+``run_checks`` and ``python -m moe_conformance --list-checks`` (docs/checks.md's check table) read, like torch's OpInfo
 database: per check its name, table heading, one-line contract, and the variants, modes and dtypes it runs under
 — which ``CheckSpec.settings`` turns into ``Setting``s.
 """
