@@ -21,6 +21,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from moe_conformance.cases.devices import CHOICES as DEVICE_CHOICES  # torch-free: the device table's names
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -30,7 +32,7 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + runs - 1")
     parser.add_argument("-n", "--workers", default="2")
     parser.add_argument("--impl", default="reference")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--device", default="cpu", choices=DEVICE_CHOICES)
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="keep each run's results JSON there (run<seed>.json; reports/generate.py renders them)")
     args = parser.parse_args()

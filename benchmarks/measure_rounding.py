@@ -24,6 +24,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from moe_conformance.cases.devices import CHOICES as DEVICE_CHOICES  # torch-free: the device table's names
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -124,7 +126,7 @@ def kernels(device: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     parser.add_argument("-j", "--jobs", type=int, default=1, help="processes (on several GPUs, spread round robin)")
     parser.add_argument("-k", dest="keyword", default=None, help="only architectures whose model_type contains this")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (the suite switches them off)")

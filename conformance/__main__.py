@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cases.devices import DEVICES
 from .cases.discovery import COMPLETENESS_CONTRACT
 from .checks.spec import CheckSpec
 from .checks.table import CHECKS
@@ -18,8 +19,9 @@ def _runs(spec: CheckSpec) -> str:
     dtypes; 'once' for a check that takes none of them."""
     parts = ["each variant"] if spec.per_variant else []
     parts += [", ".join(m for m in spec.modes if m)] + [", ".join(str(d).removeprefix("torch.") for d in spec.dtypes if d is not None)]
-    extra = [str(d).removeprefix("torch.") for d in spec.dtypes_on("cuda") if d not in spec.dtypes]
-    parts[-1] += f" (+ {', '.join(extra)} on cuda)" if extra else ""
+    for device in DEVICES:  # the dtypes a device adds to the default device's
+        extra = [str(d).removeprefix("torch.") for d in spec.dtypes_on(device) if d not in spec.dtypes]
+        parts[-1] += f" (+ {', '.join(extra)} on {device})" if extra else ""
     return " · ".join(p for p in parts if p) or "once"
 
 
