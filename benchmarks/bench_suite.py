@@ -3,6 +3,9 @@
     python benchmarks/bench_suite.py                          # this checkout
     python benchmarks/bench_suite.py --baseline ../old-tree   # and an older tree, measured in the same run
     python benchmarks/bench_suite.py --arch qwen3_moe --rounds 2
+    python benchmarks/bench_suite.py --per-arch               # also every architecture alone
+    python benchmarks/bench_suite.py --threads                # one architecture quiet and beside a CPU-bound job,
+                                                              # with the suite's one torch thread and torch's default
 
 Each wall figure is one ``pytest conformance`` run in a fresh interpreter, start-up included, as a wrapper author
 sees it: one architecture (``-k <arch>-``, the default fault isolation: one xdist worker) and the whole suite
@@ -16,6 +19,7 @@ machine (the rounds alternate the trees, so both see the same machine).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -101,11 +105,39 @@ def building_share(arch: str) -> tuple[float, float]:
     return spent[0], total
 
 
+@contextlib.contextmanager
+def cpu_bound_background_job():
+    """One busy-looping process per CPU, as another CI job beside the suite would be; stopped on exit."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(1.0)  # let them get scheduled
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def thread_figures(arch: str) -> None:
+    """Why the suite runs torch with one thread: one architecture with it and with torch's default (a thread per
+    CPU), on a quiet machine and beside a CPU-bound job."""
+    quiet = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    for load, manager in (("quiet", contextlib.nullcontext), ("beside a CPU-bound job", cpu_bound_background_job)):
+        for threads, env in (("1 thread (the suite's)", quiet), (f"{os.cpu_count()} threads", {**quiet, "OMP_NUM_THREADS": str(os.cpu_count())})):
+            with manager():
+                start = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider", "-k", f"{arch}-"],
+                               cwd=REPO, capture_output=True, env=env)
+                print(f"-k {arch}-, {load}, {threads}: {time.perf_counter() - start:.1f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", type=Path, help="an older tree of this project to measure in the same run")
     parser.add_argument("--arch", default="glm4_moe_lite", help="the one architecture (default glm4_moe_lite)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds, each tree once per round (default 1)")
+    parser.add_argument("--per-arch", action="store_true", help="also every architecture alone, this checkout")
+    parser.add_argument("--threads", action="store_true", help="only the thread figures")
     args = parser.parse_args()
     import platform
 
@@ -114,6 +146,9 @@ def main() -> None:
 
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), load {os.getloadavg()[0]:.1f}")
+    if args.threads:
+        thread_figures(args.arch)
+        return
     trees = {"this checkout": REPO, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
     with tempfile.TemporaryDirectory() as scratch:
         envs = {name: installed(tree, Path(scratch) / name.replace(" ", "-")) for name, tree in trees.items()}
@@ -135,6 +170,14 @@ def main() -> None:
     for name, counter in shares.items():
         total = sum(counter.values()) or 1.0
         print(f"  {name}: {total:.1f} s: " + ", ".join(f"{check} {100 * s / total:.0f} %" for check, s in counter.most_common()))
+    if args.per_arch:
+        from moe_conformance import load_cases
+
+        print("\neach architecture alone (-k <arch>-), this checkout")
+        for case in load_cases():
+            if not case.absent_reason():
+                seconds, summary = timed(REPO, dict(os.environ), "-k", f"{case.model_type}-")
+                print(f"  {case.model_type:<28} {seconds:6.1f} s   {summary}")
     building, total = building_share(args.arch)
     print(f"\nbuilding blocks, models and inputs, this checkout, -k {args.arch} in process: {building:.2f} s of "
           f"{total:.2f} s in the checks ({100 * building / total:.0f} %)")

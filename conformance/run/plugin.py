@@ -112,10 +112,10 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _single_threaded_unless_set() -> None:
-    """The suite's blocks are tiny: intra-op threads only add spin and contention. On a busy 2-core machine
-    `-k glm4_moe_lite` took 58-81 s with torch's default threads and 3.2 s with one; with -n 2, two workers of
-    two threads each made a 35 s run take 400 s. So one thread per process (controller and every xdist worker),
-    unless the user chose a count through OMP_NUM_THREADS or MKL_NUM_THREADS."""
+    """The suite's blocks are tiny: intra-op threads only add spin and contention, an order of magnitude on a
+    busy machine (``benchmarks/bench_suite.py --threads`` prints the figures). So one thread per process
+    (controller and every xdist worker), unless the user chose a count through OMP_NUM_THREADS or
+    MKL_NUM_THREADS."""
     if any(os.environ.get(name) for name in THREAD_VARIABLES):
         return
     import torch
