@@ -127,7 +127,7 @@ def _threads() -> str:
     import torch
 
     chosen = next((f"{name}={os.environ[name]}" for name in THREAD_VARIABLES if os.environ.get(name)), None)
-    return f"torch threads {torch.get_num_threads()} ({chosen or 'the suite default; set OMP_NUM_THREADS to change'})"
+    return f"torch threads {torch.get_num_threads()} ({chosen or 'the suite default: set OMP_NUM_THREADS'})"
 
 
 @pytest.fixture(scope="session")
@@ -148,9 +148,10 @@ def covered_only(request: pytest.FixtureRequest) -> bool:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"moe-conformance: impl={config.stash[_IMPL].describe()}", f"moe-conformance: {_versions()}, {_threads()}",
-            f"moe-conformance: device {devices.describe(run_options(config).device)}",
-            f"moe-conformance: isolation: {isolation.describe(config)}"]
+    lines = [f"moe-conformance: impl={config.stash[_IMPL].describe()}", f"moe-conformance: {_versions()}, {_threads()}",
+             f"moe-conformance: device {devices.describe(run_options(config).device)}",
+             f"moe-conformance: isolation: {isolation.describe(config)}"]
+    return [part for line in lines for part in terminal.wrap(line)]
 
 
 def _versions() -> str:
