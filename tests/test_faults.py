@@ -22,6 +22,8 @@ import torch
 
 from moe_conformance.run.results import load_schema
 
+from .terminal_text import table_rows
+
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.end_to_end
 SELECTION = "mixtral- or qwen3_moe-"
@@ -54,7 +56,7 @@ def assert_one_located_fault(run: subprocess.CompletedProcess, results: dict, ki
     assert any(r.get("not_judged") for r in others), "the architecture's remaining tests must be skipped as not judged"
     assert by_arch["qwen3_moe"] and {r["outcome"] for r in by_arch["qwen3_moe"]} <= GREEN, Counter(r["outcome"] for r in by_arch["qwen3_moe"])
     assert results["incomplete"] is None and results["summary"]["total"] == len(results["results"]) > 70, results["summary"]
-    row = next(line for line in run.stdout.splitlines() if line.startswith("mixtral "))
+    row = " ".join(table_rows(run.stdout, "mixtral")["mixtral"])
     assert f"{kind.upper()} 1/" in row and "not judged" in row, row
     return fault
 

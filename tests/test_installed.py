@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .terminal_text import table_rows
+
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "conformance", "reference", "wrappers", "fixtures")
 ARCH, BLOCK = "mixtral", "MixtralSparseMoeBlock"  # in every transformers version this project supports
@@ -80,8 +82,8 @@ def test_the_suite_runs_from_anywhere_and_finds_its_fixtures(installed):
     run = _run(installed, "--pyargs", "moe_conformance", "-q", "-k", f"{ARCH}-")
     assert run.returncode == 0, run.stdout[-3000:]
     assert "moe-conformance: reference (" in run.stdout, run.stdout[-2000:]
-    (row,) = [line.split() for line in run.stdout.splitlines() if line.startswith(f"{ARCH} ")]
-    assert len(row) > 10 and "ok" in row and set(row[1:]) <= {"ok", "n/a"}, row  # n/a: a check 4.x has no case for
+    row = table_rows(run.stdout, ARCH)[ARCH]
+    assert len(row) > 10 and "ok" in row and set(row) <= {"ok", "n/a"}, row  # n/a: a check 4.x has no case for
 
 
 def test_an_impl_module_of_the_scratch_directory(installed):
@@ -191,7 +193,7 @@ def test_the_workflow_run_reports_what_the_checkout_reports(one_bug, checkout_ru
     assert (github / "output").read_text().strip() == "exit-code=1", log[-3000:]
     assert HEADER in log, "no run header:\n" + log[:3000]
     assert TABLE_HEADING in log, "no architecture x check table:\n" + log[-3000:]
-    rows = {line.split()[0]: line.split()[1:] for line in log.splitlines() if line.startswith((f"{ARCH} ", f"{OTHER} "))}
+    rows = table_rows(log, ARCH, OTHER)
     assert "FAIL" in rows[ARCH] and "ok" in rows[ARCH], rows
     assert set(rows[OTHER]) <= {"ok", "n/a"} and "ok" in rows[OTHER], rows
 

@@ -65,7 +65,6 @@ def register(pluginmanager: pytest.PytestPluginManager) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     from ..checks.spec import loads
 
-    _single_threaded_unless_set()
     load = config.getoption("--load") or os.environ.get(LOAD_VAR) or "cast"
     try:
         device = devices.resolve(config.getoption("--device"))
@@ -76,10 +75,6 @@ def pytest_configure(config: pytest.Config) -> None:
     _check_fixture_files()
     spec = config.getoption("--impl") or os.environ.get(IMPL_VAR) or "reference"
     config.stash[_OPTIONS] = RunOptions(spec, device, load)
-    try:
-        config.stash[_IMPL] = load_implementation(spec)
-    except ImplementationError as exc:
-        raise pytest.UsageError(str(exc)) from None
     recorder = _Recorder(config)
     config.pluginmanager.register(recorder, "moe-conformance-recorder")
     if "moe_fault_dir" in getattr(config, "workerinput", {}):
@@ -89,6 +84,25 @@ def pytest_configure(config: pytest.Config) -> None:
             collector = isolation.FaultCollector(isolation.timeout(config), isolation.memory_limit(config, device))
             config.pluginmanager.register(collector, isolation.COLLECTOR)
         recorder.catch_sigterm()
+
+
+def implementation(config: pytest.Config) -> Implementation:
+    """The implementation under test, loaded on first use: by the run header, else at session start. Under
+    xdist both come after the controller has started its workers (``pytest_sessionstart``: xdist's runs first),
+    so the controller's load (torch, transformers, the implementation) and the workers' start-up overlap. A spec
+    that cannot be used is a usage error all the same: one line, exit code 4."""
+    if _IMPL not in config.stash:
+        _single_threaded_unless_set()
+        try:
+            config.stash[_IMPL] = load_implementation(run_options(config).impl_spec)
+        except ImplementationError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    return config.stash[_IMPL]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    implementation(session.config)
 
 
 def _check_fixture_files() -> None:
@@ -132,7 +146,7 @@ def _threads() -> str:
 
 @pytest.fixture(scope="session")
 def impl(request: pytest.FixtureRequest) -> Implementation:
-    return request.config.stash[_IMPL]
+    return implementation(request.config)
 
 
 @pytest.fixture(scope="session")
@@ -148,7 +162,7 @@ def covered_only(request: pytest.FixtureRequest) -> bool:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    lines = [f"moe-conformance: impl={config.stash[_IMPL].describe()}", f"moe-conformance: {_versions()}, {_threads()}",
+    lines = [f"moe-conformance: impl={implementation(config).describe()}", f"moe-conformance: {_versions()}, {_threads()}",
              f"moe-conformance: device {devices.describe(run_options(config).device)}",
              f"moe-conformance: isolation: {isolation.describe(config)}"]
     return [part for line in lines for part in terminal.wrap(line)]
@@ -279,7 +293,7 @@ class _Recorder:
         headers, rows = terminal.summarise(self.results)
         device = run_options(config).device
         on = f"; {devices.describe(device)}" if device != devices.DEFAULT else ""
-        tr.section(f"moe-conformance: {config.stash[_IMPL].describe()}")
+        tr.section(f"moe-conformance: {implementation(config).describe()}")
         write(f"{_versions()}{on}")
         write(*terminal.render_table(headers, rows))
         write(*terminal.legend(self.results))
@@ -306,7 +320,7 @@ class _Recorder:
 
         config = self.config
         return results.build(
-            impl=config.stash[_IMPL],
+            impl=implementation(config),
             spec=run_options(config).impl_spec,
             device=run_options(config).device,
             started=self.started,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-from .terminal import WIDTH, wrap
 
 __all__ = ["FULL_TRACEBACK_STYLES", "raising_frames", "short_report"]
 
@@ -68,4 +67,4 @@ def short_report(kind: str, message: str, exc: BaseException) -> str:
         lines.append(f"raised {type(cause).__name__} at:")
         lines += frames
     lines.append("(--tb=long: the full traceback)")
-    return "\n".join(part for line in lines for part in (wrap(line) if len(line) > WIDTH else [line]))
+    return "\n".join(lines)
