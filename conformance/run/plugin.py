@@ -92,7 +92,7 @@ def implementation(config: pytest.Config) -> Implementation:
     so the controller's load (torch, transformers, the implementation) and the workers' start-up overlap. A spec
     that cannot be used is a usage error all the same: one line, exit code 4."""
     if _IMPL not in config.stash:
-        _single_threaded_unless_set()
+        single_threaded_unless_set()
         try:
             config.stash[_IMPL] = load_implementation(run_options(config).impl_spec)
         except ImplementationError as exc:
@@ -125,7 +125,7 @@ def _check_fixture_files() -> None:
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _single_threaded_unless_set() -> None:
+def single_threaded_unless_set() -> None:
     """The suite's blocks are tiny: intra-op threads only add spin and contention, an order of magnitude on a
     busy machine (``benchmarks/bench_suite.py --threads`` prints the figures). So one thread per process
     (controller and every xdist worker), unless the user chose a count through OMP_NUM_THREADS or
