@@ -1,4 +1,4 @@
-"""Defuser 0.0.28 (transformers 5.24): converting a MiniMax model removes its lightning-attention layers' decay
+"""Defuser 0.0.28 (transformers 5.24 and 5.25): converting a MiniMax model removes its lightning-attention layers' decay
 buffers, so the converted model cannot run.
 
 Standalone: a tiny MiniMaxForCausalLM built from a config (no hub), randomised, converted with convert_model, run.

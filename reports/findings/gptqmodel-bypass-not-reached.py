@@ -2,7 +2,8 @@
 
 Standalone, in two parts. First GPTQModel's own model definitions (`models.auto.MODEL_MAP`) for MoE model types of
 transformers 5.24: the bypass needs the definition's `moe_lifecycle_hooks` (without them `ModuleLooper` warns
-"MoE optimization will be disabled") and its projection names. Then a tiny Lfm2MoeForCausalLM built from a
+"MoE optimization will be disabled") and its projection names; `ExpertsRoutingOverride` needs its
+`dynamic_expert_index` (without one the looper applies no override). Then a tiny Lfm2MoeForCausalLM built from a
 config (no hub), unfused by `defuser.convert_model` as GPTQModel's loader does: its definition's hooks name the
 projections w1/w3/w2 (`W1W3W2MoELifecycleHooks`, as its module tree does), Defuser names them
 gate_proj/up_proj/down_proj, so the subset the looper builds from those names holds none of them and
@@ -18,12 +19,13 @@ from defuser import convert_model
 from gptqmodel.models.auto import MODEL_MAP
 
 for model_type in ("qwen3_moe", "mixtral", "lfm2_moe", "minimax", "minimax_m2", "diffusion_gemma", "ernie4_5_moe", "gpt_oss",
-                   "granitemoe", "granitemoehybrid", "jamba", "phimoe", "nemotron_h", "jetmoe", "switch_transformers", "nllb_moe"):
+                   "granitemoe", "granitemoehybrid", "jamba", "phimoe", "nemotron_h", "dbrx", "jetmoe", "switch_transformers", "nllb_moe"):
     definition = MODEL_MAP.get(model_type)
     hooks = getattr(definition, "moe_lifecycle_hooks", None)
     names = (hooks.gate_proj_name, hooks.up_proj_name, hooks.down_proj_name) if hooks is not None else None
     print(f"{model_type}: definition {getattr(definition, '__name__', None)}, lifecycle hooks "
-          f"{type(hooks).__name__ if hooks is not None else None} {names or ''}")
+          f"{type(hooks).__name__ if hooks is not None else None} {names or ''}; dynamic_expert_index "
+          f"{getattr(definition, 'dynamic_expert_index', None)!r}")
 
 config = Lfm2MoeConfig(
     vocab_size=128, hidden_size=32, intermediate_size=64, moe_intermediate_size=24, num_experts=8, num_experts_per_tok=2,

@@ -7,7 +7,11 @@ Standalone: a tiny LongcatFlashForCausalLM built from a config (no hub), randomi
 `MoERoutingOverrideContext` applies for "all": its definition's `get_num_experts(config)`, 8) leaves the router
 choosing 8 of its `n_routed_experts` 10 slots (zero experts included). Forward pre-hooks count the
 token rows each real expert's gate projection receives in one forward with the override on. Exits 0.
+Needs transformers 5.24: on 5.25 Defuser's conversion of LongCat-Flash raises first (`defuser-longcat-5.25.py`),
+which the script reports before it exits.
 """
+
+import sys
 
 import torch
 from transformers import LongcatFlashConfig, LongcatFlashForCausalLM
@@ -24,7 +28,12 @@ config = LongcatFlashConfig(
 )
 torch.manual_seed(0)
 model = LongcatFlashForCausalLM(config).eval()
-convert_model(model, cleanup_original=False)
+try:
+    convert_model(model, cleanup_original=False)
+except AttributeError as exc:  # transformers 5.25: defuser-longcat-5.25.md
+    print(f"convert_model raised AttributeError: {exc} (Defuser on transformers 5.25: defuser-longcat-5.25.md); "
+          "GPTQModel cannot load LongCat-Flash here, so the override is never reached")
+    sys.exit(0)
 block = model.model.layers[0].mlp
 experts = [e for e in block.experts if hasattr(e, "gate_proj")]
 rows = [0] * len(experts)
