@@ -112,14 +112,3 @@ def test_a_kill_table_goes_only_to_the_reports_of_its_device(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "## Mutation kill table" in (out / "tests_fake_impl-transformers-0.0.0.md").read_text()
     assert "## Mutation kill table" not in (out / "tests_fake_impl-transformers-0.0.0-cuda.md").read_text()
-
-
-def test_xdist_hands_a_worker_one_architecture_at_a_time():
-    """Under ``-n``, a worker gets an architecture's tests together (it imports the modeling module and draws the
-    blocks once); the project's own tests stay one unit each."""
-    from moe_conformance.run.plugin import scheduling_unit
-
-    assert scheduling_unit("conformance/test_conformance.py::test_conformance[qwen3_moe-output_matches-default-routed-float32]") == "qwen3_moe"
-    assert scheduling_unit("moe_conformance/test_conformance.py::test_conformance[glm4_moe_lite-covered]") == "glm4_moe_lite"
-    other = "tests/test_gate.py::test_something[a-b]"
-    assert scheduling_unit(other) == other

@@ -105,32 +105,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     implementation(session.config)
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """Under xdist's default distribution (``load``), the suite's tests go to workers one architecture at a time:
-    each worker then imports an architecture's modeling module and draws its blocks once (a check's settings
-    share their weight draws, ``ArchCase.make_block``), instead of every worker doing so for every architecture.
-    Any other test is its own unit, as under ``load``. An explicit ``--dist`` is left as asked."""
-    if config.getoption("dist", "no") != "load":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class ArchitectureScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:  # xdist's own extension point (LoadFileScheduling overrides it)
-            return scheduling_unit(nodeid)
-
-    return ArchitectureScheduling(config, log)
-
-
-def scheduling_unit(nodeid: str) -> str:
-    """What xdist hands a worker together: a suite test's architecture (its setting's id starts with it), any
-    other test alone."""
-    function, _, parameters = nodeid.partition("[")
-    if function.endswith("test_conformance.py::test_conformance") and parameters:
-        return parameters.split("-", 1)[0]
-    return nodeid
-
-
 def _check_fixture_files() -> None:
     """A fixture file that breaks the schema (an unknown or missing key, a TOML syntax error) stops the run with
     one line naming the file, entry and key, before any test runs; at collection it would be a traceback of the
