@@ -39,7 +39,10 @@ def installed(tree: Path, into: Path) -> dict[str, str]:
     if tree == REPO:
         return dict(os.environ)
     wheels = into / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(tree)], check=True)
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(tree)]
+    # this environment's setuptools where it can build (no network needed), pip's isolated build otherwise
+    if subprocess.run([*build, "--no-build-isolation"], capture_output=True).returncode:
+        subprocess.run(build, check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(into / "site"), *map(str, wheels.glob("*.whl"))], check=True)
     return {**os.environ, "PYTHONPATH": str(into / "site")}
 
