@@ -298,6 +298,15 @@ def _silu_mul_kernel():
     return run
 
 
+def _before_activation(self, x):
+    if not self.has_gate:
+        return self.act_fn(self.up_proj(x))
+    gate, up = self.gate_proj(x), self.up_proj(x)
+    if self._apply_gate is None and gate.is_cuda:
+        return self.act_fn(gate) * up
+    raise NotImplementedError("the CUDA path only")
+
+
 def variant_forwards(silu_mul):
     """ExpertMLP forwards for the designs measured: name -> (forward, conformant: every Linear called)."""
     from torch.nn import functional as F
@@ -318,17 +327,24 @@ def variant_forwards(silu_mul):
         gate, up = F.linear(x, fused).chunk(2, dim=-1)
         return F.linear(silu_mul(gate, up) if silu_mul else F.silu(gate) * up, m["down_proj"].weight)
 
-    variants = {"lean": (lean, True)}
+    def before(self, x):  # ExpertMLP.forward at 20b15f7, its CUDA path (each submodule via nn.Module.__getattr__)
+        out = self.down_proj(_before_activation(self, x))
+        norm = self._modules.get("post_expert_norm")
+        return out if norm is None else norm(out)
+
+    variants = {"before (20b15f7)": (before, True), "lean, per expert": (lean, True)}
     if silu_mul is not None:
-        variants["lean + fused act (Triton)"] = (fused_act, True)
+        variants["lean + fused act (Triton), per expert"] = (fused_act, True)
     variants["bound: gate|up one GEMM, no Linear calls"] = (gate_up_gemm, False)
     return variants
 
 
 def measure_variants(layer: Layer, tokens_list, rate: float, dtype: torch.dtype, profile: bool) -> list[dict]:
     from moe_conformance.wrappers import CalibrationMoEBlock
+    from moe_conformance.wrappers import experts as experts_module
     from moe_conformance.wrappers.experts import ExpertMLP
 
+    group_bytes = getattr(experts_module, "_ACTIVATION_GROUP_BYTES", 0)
     try:
         silu_mul = _silu_mul_kernel()
     except Exception as exc:  # noqa: BLE001 - no Triton here
@@ -345,8 +361,11 @@ def measure_variants(layer: Layer, tokens_list, rate: float, dtype: torch.dtype,
             want = wrapped(x)
             ideal = 2 * 3 * t * layer.hidden * layer.intermediate * layer.experts / rate * 1e3
             row = {"layer": layer.name, "tokens": t, "ideal ms": ideal, "designs": {}}
-            for name, (forward, conformant) in {"reference": (original_forward, True), **variant_forwards(silu_mul)}.items():
+            designs = {"reference": (original_forward, True), **variant_forwards(silu_mul)}
+            for name, (forward, conformant) in designs.items():
                 ExpertMLP.forward = forward
+                # only the reference groups activations; the other designs are per-expert forwards
+                experts_module._ACTIVATION_GROUP_BYTES = group_bytes if name == "reference" else 0
                 try:
                     got = wrapped(x)
                     ms = time_ms(lambda: wrapped(x), True)
@@ -357,13 +376,16 @@ def measure_variants(layer: Layer, tokens_list, rate: float, dtype: torch.dtype,
                     row["designs"][name] = {"error": f"{type(exc).__name__}: {str(exc)[:160]}"}
                 finally:
                     ExpertMLP.forward = original_forward
+                    experts_module._ACTIVATION_GROUP_BYTES = group_bytes
             if profile:
                 row["profile"] = profile_call(lambda: wrapped(x))
-                ExpertMLP.forward = variant_forwards(silu_mul)["lean"][0]
+                ExpertMLP.forward = variant_forwards(silu_mul)["before (20b15f7)"][0]
+                experts_module._ACTIVATION_GROUP_BYTES = 0
                 try:
-                    row["profile lean"] = profile_call(lambda: wrapped(x))
+                    row["profile before"] = profile_call(lambda: wrapped(x))
                 finally:
                     ExpertMLP.forward = original_forward
+                    experts_module._ACTIVATION_GROUP_BYTES = group_bytes
             rows.append(row)
             print(f"  {layer.name} T={t}: " + "; ".join(
                 f"{n} {d['ms']:.2f} ms ({d['% of peak']:.1f} %)" if "ms" in d else f"{n} {d['error']}" for n, d in row["designs"].items())
