@@ -555,5 +555,110 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(result, indent=1))
 
 
+
+
+# --- the scoreboard (--render) ----------------------------------------------------------------------------------
+
+ORDER = ("reference", "llmcompressor", "defuser", "auto_round")
+
+
+def load_results(paths) -> list[dict]:
+    runs = [json.loads(Path(p).read_text()) | {"_file": Path(p).name} for p in paths]
+    return sorted(runs, key=lambda r: (ORDER.index(r["impl"]) if r["impl"] in ORDER else 99, r["transformers"]))
+
+
+def run_label(run: dict) -> str:
+    name = {"reference": "reference", "llmcompressor": "llm-compressor", "defuser": "Defuser", "auto_round": "auto-round"}.get(run["impl"], run["impl"])
+    return f"{name} {run.get('project_version') or ''}".strip() + f" @ {run['transformers']}"
+
+
+def _cell(c: dict, mode: str) -> str:
+    ms = c.get(f"{mode} ms")
+    if ms is None:
+        return "n/a"
+    parts = [f"{ms:.2f} ms", f"{c[f'{mode} % of peak']:.1f} %"]
+    if c.get(f"{mode} x grouped_mm") is not None:
+        parts.append(f"{c[f'{mode} x grouped_mm']:.1f}x gmm")
+    if c.get(f"{mode} x seeds") is not None:
+        parts.append(f"{c[f'{mode} x seeds']:.2f}x seeds")
+    return " · ".join(parts)
+
+
+def render_markdown(runs: list[dict]) -> str:
+    tokens = sorted({t for run in runs for row in run["rows"] for t in row["tokens"]}, key=int)
+    lines = ["| implementation @ transformers | layer | conversion: peak · kept (x expert bytes) · time | "
+             + " | ".join(f"all-experts {t}" for t in tokens) + " | " + " | ".join(f"routed {t}" for t in tokens)
+             + " | rel. error all · routed (largest over tokens) |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in tokens) * 2 + " | --- |"]
+    # (two joins of the same width: fix the separator count)
+    lines[1] = "| --- | --- | --- | " + " | ".join("---" for _ in range(2 * len(tokens))) + " | --- |"
+    notes = []
+    for run in runs:
+        for row in run["rows"]:
+            cells = row["tokens"]
+            conv = "n/a" if row.get("conversion s") is None else (
+                f"{row.get('conversion peak x', float('nan')):.2f} · {row.get('conversion kept x', float('nan')):.2f} · {row['conversion s']:.2f} s")
+            errs = []
+            for mode in ("all-experts", "routed"):
+                values = [c[f"{mode} rel.err"] for c in cells.values() if c.get(f"{mode} rel.err") is not None]
+                errs.append(f"{max(values):.1e}" if values else "n/a")
+            lines.append(f"| {run_label(run)} | {row['layer']} | {conv} | "
+                         + " | ".join(_cell(cells.get(str(t), {}), "all-experts") for t in tokens) + " | "
+                         + " | ".join(_cell(cells.get(str(t), {}), "routed") for t in tokens) + f" | {' · '.join(errs)} |")
+            for note in row.get("notes", []):
+                notes.append(f"- {run_label(run)}, {row['layer']}: {note}")
+    head = ["Runs (each number in a row was measured in that run; x gmm = time over the original block's own "
+            "`grouped_mm` forward, x seeds = the seeds' loop's time over this one, % = matmul FLOPs at the run's "
+            "8192^3 bf16 rate over the time):", ""]
+    for run in runs:
+        head.append(f"- **{run_label(run)}**: {run['describe']}; {run['device']}, torch {run['torch']}, transformers "
+                    f"{run['transformers']}, {run['dtype']}, matmul {run['matmul_tflops']:.0f} TFLOP/s, {run['date']} (`{run['_file']}`)")
+    return "\n".join(head + [""] + lines + ([""] + notes if notes else [])) + "\n"
+
+
+def render_variants(runs: list[dict]) -> str:
+    out = []
+    for run in runs:
+        for row in run.get("variants", []):
+            if not out:
+                out += [f"Designs of the reference's all-experts forward ({run['device']}, torch {run['torch']}, transformers "
+                        f"{run['transformers']}, {run['dtype']}; ms · % of peak; = : bitwise equal to the reference's output):", "",
+                        "| layer | tokens | " + " | ".join(row["designs"]) + " |", "| --- | --- | " + " | ".join("---" for _ in row["designs"]) + " |"]
+            cells = []
+            for d in row["designs"].values():
+                if "ms" not in d:
+                    cells.append(d.get("error", "n/a")[:40])
+                else:
+                    cells.append(f"{d['ms']:.2f} · {d['% of peak']:.1f} %" + (" =" if d["bitwise equal to reference"] else f" ({d['rel.err vs reference']:.0e})"))
+            out.append(f"| {row['layer']} | {row['tokens']} | " + " | ".join(cells) + " |")
+        for row in run.get("variants", []):
+            for key in ("profile", "profile before"):
+                if key in row:
+                    p = row[key]
+                    out.append(f"- {row['layer']} T={row['tokens']}, {key.replace('profile', 'reference').replace('reference before', 'before (20b15f7)')}: {p['summary']}; "
+                               f"other kernels: " + ", ".join(f"{k} {v:.2f}" for k, v in list(p["other kernels"].items())[:4]))
+        if run.get("host"):
+            for h in run["host"]:
+                out.append(f"- host µs per call (T={h['tokens']}, H={h['hidden']}, I={h['intermediate']}): "
+                           + ", ".join(f"{k} {v:.1f}" for k, v in h["host us per call"].items()))
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def render_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description="render reports/cost/*.json as Markdown")
+    parser.add_argument("files", nargs="+")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    runs = load_results(args.files)
+    text = render_markdown(runs) + "\n" + render_variants(runs)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--render"]:
+        render_main(sys.argv[2:])
+    else:
+        main()
