@@ -541,12 +541,18 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 - one layer's failure is that layer's row
             rows.append({"layer": layer.name, "tokens": {}, "notes": [f"{type(exc).__name__}: {str(exc)[:200]}"]})
         print(f"  measured {layer.name}: " + json.dumps({k: v for k, v in rows[-1].items() if k != "tokens"})[:300], flush=True)
+        if args.json:  # after every layer: a run stopped at its time limit keeps what it measured
+            Path(args.json).write_text(json.dumps({**env, "rows": rows, "partial": True}, indent=1))
     result = {**env, "rows": rows}
     if args.variants and cuda:
         # the designs replace ExpertMLP.forward with the standard gate: layers whose experts use it (not gpt-oss's
         # clamped, biased SwiGLU)
-        result["variants"] = [r for layer in layers if layer.module != "gpt_oss"
-                              for r in measure_variants(layer, tokens_list, rate, dtype, args.profile)]
+        result["variants"] = []
+        for layer in layers:
+            if layer.module != "gpt_oss":
+                result["variants"] += measure_variants(layer, tokens_list, rate, dtype, args.profile)
+                if args.json:
+                    Path(args.json).write_text(json.dumps({**result, "partial": True}, indent=1))
     if args.host and cuda:
         result["host"] = [host_costs(64, 2048, 512, dtype), host_costs(512, 2048, 1536, dtype)]
         print("host us per call:", json.dumps(result["host"]), flush=True)
