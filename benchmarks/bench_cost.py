@@ -506,6 +506,7 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help="also the reference's designs (GPU)")
     parser.add_argument("--profile", action="store_true", help="with --variants: torch.profiler on the reference's calls")
     parser.add_argument("--host", action="store_true", help="host cost of one expert's launches (GPU)")
+    parser.add_argument("--only-variants", action="store_true", help="the designs (and --profile/--host) without the scoreboard rows")
     parser.add_argument("--repeats", type=int, default=REPEATS)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -535,7 +536,7 @@ def main() -> None:
           f"{transformers.__version__}; {env['dtype']}; matmul {rate / 1e12:.3g} TFLOP/s", flush=True)
     layers = [l for l in LAYERS if not args.layers or any(s.lower() in l.name.lower() for s in args.layers)]
     rows = []
-    for layer in layers:
+    for layer in layers if not args.only_variants else []:
         try:
             rows.append(measure(impl, layer, tokens_list, rate, device, dtype, args.cpu, not args.no_seeds))
         except Exception as exc:  # noqa: BLE001 - one layer's failure is that layer's row
@@ -544,7 +545,7 @@ def main() -> None:
         if args.json:  # after every layer: a run stopped at its time limit keeps what it measured
             Path(args.json).write_text(json.dumps({**env, "rows": rows, "partial": True}, indent=1))
     result = {**env, "rows": rows}
-    if args.variants and cuda:
+    if (args.variants or args.only_variants) and cuda:
         # the designs replace ExpertMLP.forward with the standard gate: layers whose experts use it (not gpt-oss's
         # clamped, biased SwiGLU)
         result["variants"] = []
