@@ -618,6 +618,8 @@ def render_markdown(runs: list[dict]) -> str:
             "`grouped_mm` forward, x seeds = the seeds' loop's time over this one, % = matmul FLOPs at the run's "
             "8192^3 bf16 rate over the time):", ""]
     for run in runs:
+        if not run["rows"]:
+            continue  # a designs-only run (--only-variants): rendered by render_variants
         head.append(f"- **{run_label(run)}**: {run['describe']}; {run['device']}, torch {run['torch']}, transformers "
                     f"{run['transformers']}, {run['dtype']}, matmul {run['matmul_tflops']:.0f} TFLOP/s, {run['date']} (`{run['_file']}`)")
     return "\n".join(head + [""] + lines + ([""] + notes if notes else [])) + "\n"
