@@ -58,3 +58,21 @@ def test_group_size_rules():
     assert experts_module._activation_group_size(cuda, hidden[:3].cuda()) == 1  # slices not 256-byte aligned
     cuda[3]._apply_gate = lambda gate_up: gate_up
     assert experts_module._activation_group_size(cuda, hidden.cuda()) == 1  # a custom gate
+
+
+def test_an_observed_expert_is_called_itself(monkeypatch):
+    """A hook on an ExpertMLP (AWQ-style: the expert's input) keeps the per-expert path: the grouped one would not
+    call the ExpertMLP, only its Linears. Global module hooks do too."""
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # the size rules only; nothing runs
+    experts = _experts(8, 64, 32)
+    hidden = torch.randn(64, 64)
+    assert experts_module._activation_group_size(experts, hidden) == 8
+    handle = experts[5].register_forward_pre_hook(lambda module, args: None)
+    assert experts_module._activation_group_size(experts, hidden) == 1
+    handle.remove()
+    handle = nn.modules.module.register_module_forward_hook(lambda module, args, out: None)
+    try:
+        assert experts_module._activation_group_size(experts, hidden) == 1
+    finally:
+        handle.remove()
+    assert experts_module._activation_group_size(experts, hidden) == 8

@@ -127,8 +127,13 @@ def _activation_group_size(experts, hidden_states: torch.Tensor) -> int:
         return 1
     act = first._modules.get("act_fn", first.__dict__.get("act_fn"))
     width = getattr(first._modules.get("gate_proj"), "out_features", None)
-    for expert in experts:  # the standard gate, one shared activation, the same widths
+    if _observed_modules():
+        return 1  # global module hooks see every module's call, ExpertMLP's too
+    for expert in experts:  # the standard gate, one shared activation, the same widths, and nothing observing the
+        # ExpertMLP itself (the grouped path calls its Linears, not it: AWQ-style hooks on an expert's input would miss it)
         if not (type(expert) is type(first) and expert._apply_gate is None and "gate_proj" in expert._modules
+                and not (expert._forward_pre_hooks or expert._forward_hooks) and "forward" not in expert.__dict__
+                and type(expert).forward is ExpertMLP.forward
                 and expert._modules.get("act_fn", expert.__dict__.get("act_fn")) is act
                 and expert._modules["gate_proj"].out_features == width and expert._modules["up_proj"].out_features == width):
             return 1
@@ -140,6 +145,13 @@ def _activation_group_size(experts, hidden_states: torch.Tensor) -> int:
     if gate_bytes > _GROUPED_OUTPUT_BYTES:
         return 1  # large outputs: the device is the limit, and concatenating them would cost more than it saves
     return max(1, min(len(experts), _ACTIVATION_GROUP_BYTES // (2 * gate_bytes)))
+
+
+def _observed_modules() -> bool:
+    """Whether global module hooks are registered (``nn.modules.module.register_module_forward_(pre_)hook``)."""
+    from torch.nn.modules import module as module_module
+
+    return bool(getattr(module_module, "_global_forward_pre_hooks", None) or getattr(module_module, "_global_forward_hooks", None))
 
 
 def _all_tokens_segments(experts, hidden_states: torch.Tensor, plan: _RoutingPlan, grouped: bool):
