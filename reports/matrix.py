@@ -350,6 +350,62 @@ def findings(out_dir: Path, folder: Path) -> str:
     return f'<h2>Findings</h2><ul id="findings">{items}</ul>'
 
 
+COST = REPORTS / "cost"  # benchmarks/bench_cost.py's results (one JSON per implementation and environment)
+COST_IMPLS = ("reference", "llmcompressor", "defuser", "auto_round")
+
+
+def _num(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def cost_table(folder: Path, out_dir: Path) -> str:
+    """The calibration cost scoreboard (``reports/cost/``): per implementation run and layer, a column group each
+    for the conversion, the all-experts and routed forwards per token count, and the error; the device, torch
+    and transformers on every row."""
+    runs = []
+    for path in sorted(folder.glob("cost-*.json")) if folder.is_dir() else []:
+        try:
+            runs.append((path, json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue
+    if not runs:
+        return ""
+    runs.sort(key=lambda pr: (COST_IMPLS.index(pr[1]["impl"]) if pr[1]["impl"] in COST_IMPLS else 99, pr[1]["transformers"]))
+    tokens = sorted({t for _, run in runs for row in run["rows"] for t in row["tokens"]}, key=int)
+    groups = [("run", 4), ("conversion (x expert bytes)", 3)] + [(f"all-experts, {t} tokens", 3) for t in tokens] \
+        + [(f"routed, {t} tokens", 2) for t in tokens] + [("rel. error", 2)]
+    sub = ["implementation", "transformers · torch", "device", "layer", "peak", "kept", "s"] \
+        + ["ms", "% peak", "x seeds"] * len(tokens) + ["ms", "x grouped_mm"] * len(tokens) + ["all", "routed"]
+    colgroups = "".join(f'<colgroup span="{n}" class="cost-group"></colgroup>' for _, n in groups)
+    head = ("<tr>" + "".join(f'<th colspan="{n}" scope="colgroup">{esc(label)}</th>' for label, n in groups) + "</tr><tr>"
+            + "".join(f"<th>{esc(h)}</th>" for h in sub) + "</tr>")
+    rows = []
+    for path, run in runs:
+        label = f"{run['impl']} {run.get('project_version') or ''}".strip()
+        env = f"{run['transformers']} · torch {run['torch']}"
+        for row in run["rows"]:
+            cells = [label, env, run["device"], row["layer"], _num(row.get("conversion peak x"), ".2f"),
+                     _num(row.get("conversion kept x"), ".2f"), _num(row.get("conversion s"), ".2f")]
+            for t in tokens:
+                c = row["tokens"].get(t, {})
+                cells += [_num(c.get("all-experts ms"), ".2f"), _num(c.get("all-experts % of peak"), ".1f"), _num(c.get("all-experts x seeds"), ".2f")]
+            for t in tokens:
+                c = row["tokens"].get(t, {})
+                cells += [_num(c.get("routed ms"), ".2f"), _num(c.get("routed x grouped_mm"), ".1f")]
+            for mode in ("all-experts", "routed"):
+                errs = [c[f"{mode} rel.err"] for c in row["tokens"].values() if c.get(f"{mode} rel.err") is not None]
+                cells.append(_num(max(errs) if errs else None, ".1e"))
+            notes = "; ".join(row.get("notes", []))
+            rows.append(f'<tr data-impl="{esc(run["impl"])}" data-layer="{esc(row["layer"])}" title="{esc(notes)}">'
+                        + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    links = " ".join(_link(path, out_dir, path.name) for path, _ in runs)
+    readme = _link(folder / "README.md", out_dir, "scoreboard and notes")
+    return (f'<h2 id="cost">Calibration cost (GPU, bf16, real layer sizes)</h2><p>benchmarks/bench_cost.py; '
+            f'{readme} {links}. x seeds: the seeds&#39; per-expert loop&#39;s time over this one; x grouped_mm: the time '
+            f"over the original block&#39;s own grouped_mm forward; % peak: the matmul FLOPs at the run&#39;s 8192³ bf16 rate.</p>"
+            f'<table class="cost" id="cost-table">{colgroups}<thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>')
+
+
 # Inlined into the page: one file, nothing fetched.
 CSS = (REPORTS / "matrix.css").read_text() + "".join(f"td.{css}, .legend span.{css} {{ background: {colour}; }}\n" for css, (_, colour, _) in LEGEND.items())
 
@@ -381,6 +437,7 @@ mode and dtype of that architecture in that run; hover a cell for its reasons.</
 {completeness(runs)}
 {kill_tables(kills)}
 {details(runs)}
+{cost_table(COST, out_dir)}
 {findings(out_dir, findings_dir)}
 </body></html>
 """

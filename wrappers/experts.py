@@ -83,14 +83,85 @@ _GROUPED_OUTPUT_BYTES = 8 << 20
 _GATHER_GROUP_BYTES = 64 << 20
 
 
+# On CUDA, where one expert's gate output is small (few tokens: the host issuing the launches is the limit), the
+# gate and up outputs of consecutive experts, up to _ACTIVATION_GROUP_BYTES of them, are activated together: one
+# act_fn and one product for the group instead of two launches per expert (CUDA's elementwise kernels give every
+# element the same bits whatever the tensor around it). Every Linear is still called on its own input; an
+# expert's gate_proj and up_proj run before the down_proj of the experts before it in its group. 0 turns it off.
+_ACTIVATION_GROUP_BYTES = 32 << 20
+
+
+def _full_token_outputs(experts, hidden_states: torch.Tensor):
+    """Each expert's output on every token, in expert order (observed on every token)."""
+    experts = list(experts)  # (slicing a ModuleList would build another)
+    group = _activation_group_size(experts, hidden_states)
+    if group <= 1:
+        for expert in experts:
+            yield expert(hidden_states)
+        return
+    for first in range(0, len(experts), group):
+        members = experts[first : first + group]
+        gates, ups = [], []
+        for expert in members:
+            modules = expert._modules
+            gates.append(modules["gate_proj"](hidden_states))
+            ups.append(modules["up_proj"](hidden_states))
+        act_fn = members[0]._modules.get("act_fn")
+        act_fn = members[0].act_fn if act_fn is None else act_fn
+        activated = act_fn(torch.cat(gates)) * torch.cat(ups)
+        del gates, ups
+        rows = hidden_states.shape[0]
+        for i, expert in enumerate(members):
+            modules = expert._modules
+            out = modules["down_proj"](activated[i * rows : (i + 1) * rows])
+            norm = modules.get("post_expert_norm")
+            yield out if norm is None else norm(out)
+
+
+def _activation_group_size(experts, hidden_states: torch.Tensor) -> int:
+    """How many consecutive experts ``_full_token_outputs`` activates together (1: each expert on its own)."""
+    if not (_ACTIVATION_GROUP_BYTES and hidden_states.is_cuda and hidden_states.dim() == 2 and len(experts) > 1):
+        return 1
+    first = experts[0]
+    if not isinstance(first, ExpertMLP):
+        return 1
+    act = first._modules.get("act_fn", first.__dict__.get("act_fn"))
+    width = getattr(first._modules.get("gate_proj"), "out_features", None)
+    if _observed_modules():
+        return 1  # global module hooks see every module's call, ExpertMLP's too
+    for expert in experts:  # the standard gate, one shared activation, the same widths, and nothing observing the
+        # ExpertMLP itself (the grouped path calls its Linears, not it: AWQ-style hooks on an expert's input would miss it)
+        if not (type(expert) is type(first) and expert._apply_gate is None and "gate_proj" in expert._modules
+                and not (expert._forward_pre_hooks or expert._forward_hooks) and "forward" not in expert.__dict__
+                and type(expert).forward is ExpertMLP.forward
+                and expert._modules.get("act_fn", expert.__dict__.get("act_fn")) is act
+                and expert._modules["gate_proj"].out_features == width and expert._modules["up_proj"].out_features == width):
+            return 1
+    rows = hidden_states.shape[0]
+    # each expert's slice of the activation starts 256-byte aligned, as a tensor of its own would
+    if (rows * width * hidden_states.element_size()) % 256:
+        return 1
+    gate_bytes = rows * width * hidden_states.element_size()
+    if gate_bytes > _GROUPED_OUTPUT_BYTES:
+        return 1  # large outputs: the device is the limit, and concatenating them would cost more than it saves
+    return max(1, min(len(experts), _ACTIVATION_GROUP_BYTES // (2 * gate_bytes)))
+
+
+def _observed_modules() -> bool:
+    """Whether global module hooks are registered (``nn.modules.module.register_module_forward_(pre_)hook``)."""
+    from torch.nn.modules import module as module_module
+
+    return bool(getattr(module_module, "_global_forward_pre_hooks", None) or getattr(module_module, "_global_forward_hooks", None))
+
+
 def _all_tokens_segments(experts, hidden_states: torch.Tensor, plan: _RoutingPlan, grouped: bool):
     """Run every expert on every token; yield ``(start, stop, rows)``: the outputs of the sorted slots
     ``start:stop`` (one expert's, or a group of consecutive experts'), in slot order."""
     group: list[torch.Tensor] = []
     group_bytes = group_start = group_rank = routed_experts = 0
-    for expert_idx, expert in enumerate(experts):
+    outputs = _full_token_outputs(experts, hidden_states) if grouped else (expert(hidden_states) for expert in experts)
+    for expert_idx, all_tokens_out in enumerate(outputs):  # each observed on every token
         start, stop = plan.bounds[expert_idx], plan.bounds[expert_idx + 1]
-        all_tokens_out = expert(hidden_states)  # observed on every token
         if stop == start:
             del all_tokens_out  # before the next expert runs
             continue
@@ -228,17 +299,27 @@ class ExpertMLP(nn.Module):
     def has_gate(self) -> bool:
         return "gate_proj" in self._modules
 
+    # The all-experts forward calls this once per expert; on a GPU at a few hundred tokens the host issuing it is
+    # the limit (benchmarks/bench_cost.py --variants, docs/calibration-cost.md), so the submodules are read from
+    # ``_modules`` once (each ``self.name`` of a submodule goes through ``nn.Module.__getattr__``) and the
+    # activation is inlined. Every Linear is still called, through its own ``__call__`` (hooks, replaced forwards).
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.down_proj(self._activation(x))
-        norm = self._modules.get("post_expert_norm")
+        modules = self._modules
+        out = modules["down_proj"](self._activation(x, modules))
+        norm = modules.get("post_expert_norm")
         return out if norm is None else norm(out)
 
-    def _activation(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.has_gate:
-            return self.act_fn(self.up_proj(x))
-        gate, up = self.gate_proj(x), self.up_proj(x)
+    def _activation(self, x: torch.Tensor, modules: Mapping[str, nn.Module] | None = None) -> torch.Tensor:
+        modules = self._modules if modules is None else modules
+        act_fn = modules.get("act_fn")
+        if act_fn is None:  # a plain function, not a submodule
+            act_fn = self.act_fn
+        gate_proj = modules.get("gate_proj")
+        if gate_proj is None:
+            return act_fn(modules["up_proj"](x))
+        gate, up = gate_proj(x), modules["up_proj"](x)
         if self._apply_gate is None and gate.is_cuda:
-            return self.act_fn(gate) * up
+            return act_fn(gate) * up
         if self._interleaved:
             gate_up = torch.stack((gate, up), dim=-1).flatten(-2)
         else:
