@@ -123,12 +123,12 @@ def wrapper(block: nn.Module, config, calibrate_all: bool, seeds_loop: bool = Fa
     return wrapped
 
 
-def time_ms(fn: Callable[[], object], cuda: bool) -> float:
-    """Median of REPEATS calls after WARMUP, in milliseconds."""
-    for _ in range(WARMUP):
+def time_ms(fn: Callable[[], object], cuda: bool, warmup: int | None = None, repeats: int | None = None) -> float:
+    """Median of ``repeats`` (default REPEATS) calls after ``warmup`` (WARMUP), in milliseconds."""
+    for _ in range(WARMUP if warmup is None else warmup):
         fn()
     times = []
-    for _ in range(REPEATS):
+    for _ in range(REPEATS if repeats is None else repeats):
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize()

@@ -40,7 +40,6 @@ import importlib
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_calibration_forward import SeedLoopExperts  # noqa: E402  (the seeds' loop, shared with that benchmark)
+from bench_calibration_forward import time_ms as shared_time_ms  # noqa: E402
 
 from moe_conformance import load_implementation  # noqa: E402
 
@@ -145,23 +145,8 @@ def sync(cuda: bool) -> None:
 
 
 def time_ms(fn, cuda: bool) -> float:
-    for _ in range(WARMUP):
-        fn()
-    times = []
-    for _ in range(REPEATS):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            begin = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - begin) * 1e3)
-    return statistics.median(times)
+    """bench_calibration_forward's timing, with this run's --repeats."""
+    return shared_time_ms(fn, cuda, warmup=WARMUP, repeats=REPEATS)
 
 
 def matmul_rate(device: str, dtype: torch.dtype, n: int) -> float:
