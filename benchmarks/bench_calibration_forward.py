@@ -28,10 +28,11 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+import real_layers  # benchmarks/real_layers.py, beside this script
 import torch
 import transformers
+from real_layers import Layer
 from torch import nn
 
 from moe_conformance.wrappers import CalibrationMoEBlock, LinearExperts
@@ -39,29 +40,8 @@ from moe_conformance.wrappers import CalibrationMoEBlock, LinearExperts
 WARMUP, REPEATS = 2, 5
 
 
-@dataclass(frozen=True)
-class Layer:
-    name: str
-    module: str  # under transformers.models
-    config_class: str
-    block_class: str
-    config: dict
-
-
-LAYERS = (
-    Layer(
-        "GLM-4.7-Flash", "glm4_moe_lite", "Glm4MoeLiteConfig", "Glm4MoeLiteMoE",
-        dict(hidden_size=2048, moe_intermediate_size=1536, n_routed_experts=64, num_experts_per_tok=4, n_shared_experts=1, n_group=1, topk_group=1),
-    ),
-    Layer(
-        "Qwen3.5-35B-A3B", "qwen3_5_moe", "Qwen3_5MoeTextConfig", "Qwen3_5MoeSparseMoeBlock",
-        dict(hidden_size=2048, moe_intermediate_size=512, num_experts=256, num_experts_per_tok=8, shared_expert_intermediate_size=512),
-    ),
-    Layer(
-        "DeepSeek-V3", "deepseek_v3", "DeepseekV3Config", "DeepseekV3MoE",
-        dict(hidden_size=7168, moe_intermediate_size=2048, n_routed_experts=256, num_experts_per_tok=8, n_shared_experts=1, n_group=8, topk_group=4),
-    ),
-)
+# GLM-4.7-Flash, Qwen3.5-35B-A3B and DeepSeek-V3 of the shared table (bench_cost.py measures all of it).
+LAYERS = tuple(layer for layer in real_layers.LAYERS if layer.name in ("GLM-4.7-Flash", "Qwen3.5-35B-A3B", "DeepSeek-V3"))
 # The suite's tiny blocks (fixtures), for --cpu: model_type -> the layer name printed.
 CPU_CASES = {"glm4_moe_lite": "glm4_moe_lite (tiny)", "qwen3_5_moe_text": "qwen3_5_moe (tiny)", "deepseek_v3": "deepseek_v3 (tiny)"}
 
