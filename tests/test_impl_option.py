@@ -82,3 +82,13 @@ def test_the_option_and_the_loader_name_one_environment_variable():
     from moe_conformance.run.options import IMPL_VAR
 
     assert IMPL_VAR == ENV_VAR
+
+
+
+def test_the_load_option_offers_what_the_settings_know():
+    """``--load``'s choices are named in ``run/options.py`` (which imports no torch); ``checks/spec.py`` maps each
+    to the settings' load values. The two must stay one."""
+    from moe_conformance.checks.spec import LOAD_CHOICES
+    from moe_conformance.run.options import LOADS
+
+    assert set(LOADS) == set(LOAD_CHOICES)

@@ -289,11 +289,15 @@ class ArchCase:
     def _layer_inputs_model(self, dtype) -> nn.Module:
         """The model ``_layer_inputs`` runs, one per dtype (the same weights for every input: only the ids are
         drawn, so it is built once)."""
-        models = self.__dict__.setdefault("_layer_models", {})
-        if dtype not in models:
+        if dtype not in self._layer_models:
             model = getattr(self.package, self.layer_inputs["model"])(self.make_config())
-            models[dtype] = randomise_(model, 0).to(dtype).eval()
-        return models[dtype]
+            self._layer_models[dtype] = randomise_(model, 0).to(dtype).eval()
+        return self._layer_models[dtype]
+
+    @cached_property
+    def _layer_models(self) -> dict:
+        """``_layer_inputs_model``'s models, by dtype."""
+        return {}
 
     def _layer_inputs(self, shape: Shape, generator: torch.Generator, dtype) -> tuple[tuple, dict[str, Any]]:
         """The arguments after the hidden states that ``layer_inputs["model"]`` passes to its layer

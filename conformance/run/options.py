@@ -20,7 +20,8 @@ import pytest
 # The device table's names (a torch-free module: this one is imported by every pytest run of the environment).
 from ..cases.devices import CHOICES as DEVICE_CHOICES, ENV_VAR as DEVICE_VAR  # noqa: E402
 
-IMPL_VAR = "MOE_CONFORMANCE_IMPL"  # implementations/loader.py's ENV_VAR (tests/test_installed.py keeps them one)
+LOADS = ("cast", "config_dtype", "both")  # --load: checks/spec.py's LOAD_CHOICES (a test keeps them one)
+IMPL_VAR = "MOE_CONFORMANCE_IMPL"  # implementations/loader.py's ENV_VAR (tests/test_impl_option.py keeps them one)
 
 LOAD_VAR = "MOE_CONFORMANCE_LOAD"
 PACKAGE = "moe_conformance"  # the installed import name (pyproject: package-dir)
@@ -114,7 +115,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--load",
         default=None,
-        choices=("cast", "config_dtype", "both"),
+        choices=LOADS,
         help="how bfloat16 models get their dtype: 'cast' (default: .to(dtype), config.dtype unset), "
         "'config_dtype' (as from_pretrained(dtype=...) leaves config.dtype), or 'both' as separate settings "
         "whose ids end in -cast / -config_dtype (also $MOE_CONFORMANCE_LOAD)",
